@@ -1,0 +1,95 @@
+"""One training engine for every trained method: mini-batch optimisation on cached inputs, test
+accuracy after every epoch (the paper's Fig. 2), the reported epoch chosen by `train.report_epoch`.
+
+An epoch here is a few matrix products over the feature cache, never a CLIP forward pass.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from lmmreg.config import TrainConfig
+from lmmreg.losses import lmm_reg_loss
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Evaluation:
+    acc: float  # percent
+    preds: torch.Tensor  # [N] int64
+    emb: torch.Tensor  # [N, D] embeddings the classifier saw
+
+
+@dataclass
+class FitResult:
+    history: list[dict]  # one dict per epoch: epoch, loss, ce, reg, test_acc
+    reported_epoch: int
+    final: Evaluation  # evaluation at the reported epoch
+    state_dict: dict
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 1024,
+             device: str | torch.device = "cpu") -> Evaluation:
+    model.eval()
+    preds, embs = [], []
+    for i in range(0, len(x), batch_size):
+        emb, logits = model(x[i:i + batch_size].to(device, non_blocking=True))
+        preds.append(logits.argmax(dim=-1).cpu())
+        embs.append(emb.float().cpu())
+    p = torch.cat(preds)
+    acc = 100.0 * (p == y).float().mean().item() if len(y) else float("nan")
+    return Evaluation(acc, p, torch.cat(embs))
+
+
+def build_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def fit(model: nn.Module, *, train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
+        test_y: torch.Tensor, centroids: torch.Tensor | None, alpha: float, cfg: TrainConfig, seed: int,
+        device: str | torch.device = "cpu", on_epoch: Callable[[dict], None] | None = None) -> FitResult:
+    """Train `model` (returns (emb, logits)) with J_ce + alpha * J_reg; evaluate on test after every epoch."""
+    model.to(device)
+    cents = centroids.to(device) if centroids is not None else None
+    opt = build_optimizer([p for p in model.parameters() if p.requires_grad], cfg)
+    gen = torch.Generator().manual_seed(seed)
+    n = len(train_x)
+    history: list[dict] = []
+    best: tuple[float, int, dict, Evaluation] | None = None
+    last_eval: Evaluation | None = None
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        order = torch.randperm(n, generator=gen)
+        sums = {"loss": 0.0, "ce": 0.0, "reg": 0.0}
+        for i in range(0, n, cfg.batch_size):
+            idx = order[i:i + cfg.batch_size]
+            xb, yb = train_x[idx].to(device, non_blocking=True), train_y[idx].to(device, non_blocking=True)
+            emb, logits = model(xb)
+            terms = lmm_reg_loss(logits, emb, yb, cents, alpha=alpha, reduction=cfg.reg_reduction,
+                                 normalize=cfg.normalize)
+            opt.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            opt.step()
+            for k in sums:
+                sums[k] += terms[k].item() * len(idx)
+        last_eval = evaluate(model, test_x, test_y, device=device)
+        row = {"epoch": epoch, **{f"train_{k}": v / n for k, v in sums.items()}, "test_acc": last_eval.acc}
+        history.append(row)
+        if on_epoch is not None:
+            on_epoch(row)
+        if cfg.report_epoch == "best" and (best is None or last_eval.acc > best[0]):
+            best = (last_eval.acc, epoch, copy.deepcopy(model.state_dict()), last_eval)
+    if cfg.report_epoch == "best" and best is not None:
+        _, epoch, state, ev = best
+        return FitResult(history, epoch, ev, state)
+    return FitResult(history, cfg.epochs, last_eval, {k: v.detach().cpu() for k, v in model.state_dict().items()})

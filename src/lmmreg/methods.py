@@ -1,0 +1,134 @@
+"""Every method of Tables 1-2, trained and evaluated by the same engine on the same cached features.
+
+| method        | paper row                              | input                         | trains         | alpha |
+|---------------|----------------------------------------|-------------------------------|----------------|-------|
+| zero_shot     | (extra) CLIP zero-shot, class prompts  | x = f(I)                      | nothing        | -     |
+| zero_shot_lmm | (extra) zero-shot, LMM centroids       | x = f(I)                      | nothing        | -     |
+| linear_probe  | CLIP (image emb.) [1]                  | x = f(I), frozen              | linear head    | 0     |
+| concat        | CLIP (image & text emb.) [14]          | [x ; mean LMM text emb of I]  | linear head    | 0     |
+| finetune      | Finetuning w/o Reg. (baseline)         | boundary cache                | proj + head    | 0     |
+| lmm_reg       | LMM-Reg.-CLIP (proposed)               | boundary cache                | proj + head    | alpha |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmmreg.config import TrainConfig
+from lmmreg.encoders import EmbeddingClassifier
+from lmmreg.engine import Evaluation, FitResult, evaluate, fit
+
+TRAINED = ("linear_probe", "concat", "finetune", "lmm_reg")
+# Methods whose result depends on the LMM descriptions (and so on the describe settings).
+USES_LMM = ("zero_shot_lmm", "concat", "lmm_reg")
+
+
+@dataclass
+class MethodInputs:
+    """Everything a method may need, aligned by image id (train rows first, then test rows)."""
+
+    tail: nn.Module  # VisionTail built from CLIP, continuing from the boundary cache
+    train_feat: torch.Tensor  # [Ntr, W] or [Ntr, T, W]
+    test_feat: torch.Tensor
+    train_y: torch.Tensor  # [Ntr]
+    test_y: torch.Tensor
+    centroids: torch.Tensor  # [C, D], Eq. 1
+    class_text: torch.Tensor  # [C, D], CLIP text embedding of the class-name prompt
+    train_text_mean: torch.Tensor  # [Ntr, D], mean embedding of each image's own descriptions
+    test_text_mean: torch.Tensor
+
+
+class _Frozen(nn.Module):
+    """A frozen embedding function in front of a linear head (linear probe / concat / zero-shot)."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
+
+
+class _Fixed(nn.Module):
+    """Zero-shot: cosine similarity to fixed class vectors; returns (emb, logits) like a trained model."""
+
+    def __init__(self, weights: torch.Tensor):
+        super().__init__()
+        self.register_buffer("w", F.normalize(weights, dim=-1))
+
+    def forward(self, emb):
+        return emb, F.normalize(emb, dim=-1) @ self.w.T
+
+
+@torch.no_grad()
+def _embed(tail: nn.Module, feat: torch.Tensor, batch: int = 1024) -> torch.Tensor:
+    tail.eval()
+    return torch.cat([tail(feat[i:i + batch]) for i in range(0, len(feat), batch)]) if len(feat) else feat
+
+
+def run_method(method: str, inp: MethodInputs, *, alpha: float, cfg: TrainConfig, seed: int,
+               device: str | torch.device = "cpu", on_epoch=None) -> FitResult:
+    """Train (if the method trains) and evaluate; zero-shot methods return a one-row history."""
+    torch.manual_seed(seed)  # the head's initialisation is part of the seed
+    n_classes, dim = inp.centroids.shape
+    if method in ("zero_shot", "zero_shot_lmm"):
+        weights = inp.class_text if method == "zero_shot" else inp.centroids
+        test_emb = _embed(inp.tail, inp.test_feat)
+        ev: Evaluation = evaluate(_Fixed(weights), test_emb, inp.test_y, device=device)
+        history = [{"epoch": 1, "test_acc": ev.acc}]
+        if on_epoch:
+            on_epoch(history[0])
+        return FitResult(history, 1, ev, {})
+    if method == "linear_probe":
+        model = EmbeddingClassifier(nn.Identity(), dim, n_classes)
+        train_x, test_x = _embed(inp.tail, inp.train_feat), _embed(inp.tail, inp.test_feat)
+        return fit(model, train_x=train_x, train_y=inp.train_y, test_x=test_x, test_y=inp.test_y,
+                   centroids=None, alpha=0.0, cfg=cfg, seed=seed, device=device, on_epoch=on_epoch)
+    if method == "concat":
+        model = EmbeddingClassifier(nn.Identity(), 2 * dim, n_classes)
+        train_x = torch.cat([_embed(inp.tail, inp.train_feat), inp.train_text_mean], dim=-1)  # [Ntr, 2D]
+        test_x = torch.cat([_embed(inp.tail, inp.test_feat), inp.test_text_mean], dim=-1)
+        return fit(model, train_x=train_x, train_y=inp.train_y, test_x=test_x, test_y=inp.test_y,
+                   centroids=None, alpha=0.0, cfg=cfg, seed=seed, device=device, on_epoch=on_epoch)
+    if method in ("finetune", "lmm_reg"):
+        import copy
+
+        model = EmbeddingClassifier(copy.deepcopy(inp.tail), dim, n_classes)
+        a = alpha if method == "lmm_reg" else 0.0
+        return fit(model, train_x=inp.train_feat, train_y=inp.train_y, test_x=inp.test_feat, test_y=inp.test_y,
+                   centroids=inp.centroids, alpha=a, cfg=cfg, seed=seed, device=device, on_epoch=on_epoch)
+    raise ValueError(f"train.methods: unknown method {method!r}")
+
+
+def method_alpha(method: str, alpha: float) -> float | None:
+    """The alpha a method's result depends on: None where it plays no part."""
+    if method == "lmm_reg":
+        return alpha
+    return 0.0 if method == "finetune" else None
+
+
+def run_identity(params, *, dataset: str, method: str, data_digest: str) -> dict[str, str]:
+    """Which configuration a (dataset, method) run belongs to, independent of seed and recency.
+
+    `config_id` hashes every setting the result depends on (data, CLIP, describe setting where the method
+    uses the LMM, training config, alpha where it plays a part); `ablation_id` is the same without alpha,
+    so runs that differ only in alpha can be lined up for the alpha ablation.
+    """
+    from lmmreg.config import stable_hash, to_dict
+    from lmmreg.describe import setting_hash
+
+    train = to_dict(params.train)
+    train.pop("methods")
+    clip = to_dict(params.clip)
+    if method != "zero_shot":
+        clip.pop("class_prompt")
+    base = {"dataset": dataset, "data": data_digest, "source": to_dict(params.source(dataset)),
+            "clip": clip, "method": method, "train": train if method in TRAINED else None,
+            "describe": setting_hash(params.describe) if method in USES_LMM else None}
+    alpha = method_alpha(method, params.alpha)
+    return {"config_id": stable_hash({**base, "alpha": alpha}), "ablation_id": stable_hash(base),
+            "alpha": "none" if alpha is None else repr(alpha)}

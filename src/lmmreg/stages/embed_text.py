@@ -1,0 +1,80 @@
+"""Stage `embed_text@<dataset>`: CLIP text embeddings of every description (frozen text encoder),
+each image's mean description embedding, and the class-name prompt embeddings (zero-shot).
+
+    python -m lmmreg.stages.embed_text --manifest data/prepared/demo \
+        --descriptions data/descriptions/demo/descriptions.jsonl --out data/text/demo
+
+Writes `descriptions.pt` (one row per description, id `<image id>#<j>`), `image_mean.pt` (one row per
+image) and `class_text.pt` (one row per class), all artifacts aligned by id.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from lmmreg.artifacts import Artifact, save_artifact
+from lmmreg.cli import run_stage, stage_parser
+from lmmreg.config import Params, stable_hash
+from lmmreg.data.manifest import load_manifest
+from lmmreg.describe import setting_hash
+from lmmreg.encoders import build_clip, clip_meta, encode_texts
+
+log = logging.getLogger(__name__)
+
+
+def main(params: Params, *, manifest: Path, descriptions: Path, out: Path, device: str = "cpu") -> None:
+    records, classes = load_manifest(manifest)
+    by_id = {}
+    with descriptions.open() as f:
+        for lineno, line in enumerate(f, start=1):
+            rec = json.loads(line)
+            if not rec.get("descriptions"):
+                raise ValueError(f"{descriptions}:{lineno}: image {rec.get('id')!r} has no descriptions")
+            by_id[rec["id"]] = rec["descriptions"]
+    missing = [r.id for r in records if r.id not in by_id]
+    if missing:
+        raise KeyError(f"{descriptions}: no descriptions for {len(missing)} manifest images, e.g. {missing[:3]}")
+
+    model, _, tokenizer = build_clip(params.clip, device=device)
+    texts, owner, ids, labels = [], [], [], []
+    for k, r in enumerate(records):
+        for j, text in enumerate(by_id[r.id]):
+            texts.append(text)
+            owner.append(k)
+            ids.append(f"{r.id}#{j}")
+            labels.append(r.label)
+    emb = encode_texts(model, tokenizer, texts, device=device)  # [M, D]
+    owner_t = torch.tensor(owner)
+    meta = {**clip_meta(params.clip), "describe_setting": setting_hash(params.describe),
+            "prompt_hash": stable_hash(params.describe.prompt)}
+    out.mkdir(parents=True, exist_ok=True)
+    save_artifact(out / "descriptions.pt", Artifact(ids, torch.tensor(labels), {"emb": emb, "owner": owner_t}, meta))
+
+    sums = torch.zeros(len(records), emb.shape[1]).index_add_(0, owner_t, emb)
+    counts = torch.bincount(owner_t, minlength=len(records))
+    save_artifact(out / "image_mean.pt", Artifact([r.id for r in records], torch.tensor([r.label for r in records]),
+                                                  {"mean": sums / counts[:, None], "count": counts}, meta))
+
+    prompts = [params.clip.class_prompt.format(c) for c in classes]
+    class_emb = encode_texts(model, tokenizer, prompts, device=device, progress=False)
+    save_artifact(out / "class_text.pt", Artifact(list(classes), torch.arange(len(classes)), {"emb": class_emb},
+                                                  {**meta, "class_prompt": params.clip.class_prompt}))
+    log.info("embedded %d descriptions of %d images, %d class prompts -> %s", len(texts), len(records),
+             len(classes), out)
+
+
+def cli() -> None:
+    parser = stage_parser(__doc__)
+    for name in ("manifest", "descriptions", "out"):
+        parser.add_argument(f"--{name}", type=Path, required=True)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    run_stage(lambda a, p: main(p, manifest=a.manifest, descriptions=a.descriptions, out=a.out,
+                                device=a.device), parser)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,123 @@
+"""Stage `train@<dataset>`: every method of `train.methods` for every seed, on the cached features;
+one MLflow child run per (method, seed) under a parent run for the dataset.
+
+    python -m lmmreg.stages.train --dataset demo --manifest data/prepared/demo --features data/features/demo.pt \
+        --text data/text/demo --centroids data/centroids/demo.pt --models models/demo \
+        --metrics metrics/demo.json --plots plots/demo.csv
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from lmmreg import tracking
+from lmmreg.artifacts import check_aligned, load_artifact
+from lmmreg.cli import run_stage, stage_parser
+from lmmreg.config import Params, to_dict
+from lmmreg.data.manifest import manifest_digest
+from lmmreg.describe import setting_hash
+from lmmreg.encoders import VisionTail, build_clip
+from lmmreg.methods import MethodInputs, method_alpha, run_identity, run_method
+from lmmreg.stats import compactness, mean_std
+
+log = logging.getLogger(__name__)
+
+
+def load_inputs(params: Params, *, features: Path, text: Path, centroids: Path) -> tuple[MethodInputs, list[str]]:
+    feats = load_artifact(features)
+    image_mean = load_artifact(text / "image_mean.pt")
+    check_aligned(feats, image_mean, names=(str(features), str(text / "image_mean.pt")))
+    cents, class_text = load_artifact(centroids), load_artifact(text / "class_text.pt")
+    if cents.ids != class_text.ids:
+        raise ValueError(f"{centroids} and {text / 'class_text.pt'} list different classes")
+    if feats.meta.get("unlocked_groups") != params.clip.unlocked_groups:
+        raise ValueError(f"{features}: cached for unlocked_groups={feats.meta.get('unlocked_groups')}, params say "
+                         f"clip.unlocked_groups={params.clip.unlocked_groups} (re-run dvc repro)")
+    model, _, _ = build_clip(params.clip)
+    tail = VisionTail(model.visual, params.clip.unlocked_groups)
+    test = feats.tensors["is_test"]
+    f, y, m = feats.tensors["feat"], feats.labels, image_mean.tensors["mean"]
+    inputs = MethodInputs(tail=tail, train_feat=f[~test], test_feat=f[test], train_y=y[~test], test_y=y[test],
+                          centroids=cents.tensors["centroid"], class_text=class_text.tensors["emb"],
+                          train_text_mean=m[~test], test_text_mean=m[test])
+    return inputs, [i for i, t in zip(feats.ids, test.tolist(), strict=True) if t]
+
+
+def main(params: Params, *, dataset: str, manifest: Path, features: Path, text: Path, centroids: Path,
+         models: Path, metrics: Path, plots: Path, device: str = "cpu") -> dict:
+    inputs, test_ids = load_inputs(params, features=features, text=text, centroids=centroids)
+    digest = manifest_digest(manifest)
+    logger = tracking.RunLogger(dataset=dataset, params={"dataset": dataset, "alpha": params.alpha,
+                                "seeds": params.seeds, "train": to_dict(params.train), "clip": to_dict(params.clip)},
+                                tags={"lmmreg.data_digest": digest})
+    models.mkdir(parents=True, exist_ok=True)
+    summary: dict = {}
+    curves: list[dict] = []
+    try:
+        for method in params.train.methods:
+            ident = run_identity(params, dataset=dataset, method=method, data_digest=digest)
+            runs = {}
+            for seed in params.seeds:
+                res = run_method(method, inputs, alpha=params.alpha, cfg=params.train, seed=seed, device=device)
+                accs = [row["test_acc"] for row in res.history]
+                comp = compactness(res.final.emb.numpy(), inputs.test_y.numpy())
+                final = {"final_test_acc": accs[-1], "best_test_acc": max(accs), "reported_test_acc": res.final.acc,
+                         "reported_epoch": res.reported_epoch, **comp}
+                alpha = method_alpha(method, params.alpha)
+                run_params = {"dataset": dataset, "method": method, "seed": seed,
+                              "alpha": "none" if alpha is None else alpha, **to_dict(params.train),
+                              "clip_model": params.clip.model,
+                              "clip_pretrained": params.clip.pretrained or "random-init",
+                              "unlocked_groups": params.clip.unlocked_groups, "lmm_backend": params.describe.backend,
+                              "lmm_model": params.describe.model, "lmm_prompt": params.describe.prompt,
+                              "describe_setting": setting_hash(params.describe), "data_digest": digest}
+                run_params.pop("methods")
+                tags = {"lmmreg.dataset": dataset, "lmmreg.method": method, "lmmreg.seed": str(seed),
+                        "lmmreg.config_id": ident["config_id"], "lmmreg.ablation_id": ident["ablation_id"],
+                        "lmmreg.alpha": ident["alpha"], "lmmreg.demo": str(params.source(dataset).layout == "demo")}
+                preds = {"ids": test_ids, "labels": inputs.test_y.tolist(), "preds": res.final.preds.tolist()}
+                artifacts = {"predictions.json": preds}
+                if res.state_dict:
+                    artifacts["head.pt"] = res.state_dict
+                    torch.save(res.state_dict, models / f"{method}_s{seed}.pt")
+                run_id = logger.log_child(name=f"{dataset}/{method}/s{seed}", params=run_params, tags=tags,
+                                          history=res.history, final=final, artifacts=artifacts)
+                runs[f"s{seed}"] = {"run_id": run_id, "test_acc": round(res.final.acc, 4)}
+                curves += [{"method": method, "seed": seed, "epoch": r["epoch"], "test_acc": r["test_acc"]}
+                           for r in res.history]
+                log.info("%s %s seed %d: test acc %.2f%% (epoch %d) run %s", dataset, method, seed, res.final.acc,
+                         res.reported_epoch, run_id)
+            mean, std = mean_std([r["test_acc"] for r in runs.values()])
+            summary[method] = {"test_acc_mean": round(mean, 4), "test_acc_std": round(std, 4),
+                               "config_id": ident["config_id"], "runs": runs}
+    except BaseException:
+        logger.close("FAILED")
+        raise
+    logger.close()
+    metrics.parent.mkdir(parents=True, exist_ok=True)
+    metrics.write_text(json.dumps({"parent_run_id": logger.parent_id, "methods": summary}, indent=1) + "\n")
+    plots.parent.mkdir(parents=True, exist_ok=True)
+    with plots.open("w") as f:
+        f.write("method,seed,epoch,test_acc\n")
+        for c in curves:
+            f.write(f"{c['method']},{c['seed']},{c['epoch']},{c['test_acc']:.4f}\n")
+    return summary
+
+
+def cli() -> None:
+    parser = stage_parser(__doc__)
+    parser.add_argument("--dataset", required=True)
+    for name in ("manifest", "features", "text", "centroids", "models", "metrics", "plots"):
+        parser.add_argument(f"--{name}", type=Path, required=True)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    run_stage(lambda a, p: main(p, dataset=a.dataset, manifest=a.manifest, features=a.features, text=a.text,
+                                centroids=a.centroids, models=a.models, metrics=a.metrics, plots=a.plots,
+                                device=a.device), parser)
+
+
+if __name__ == "__main__":
+    cli()
