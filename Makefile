@@ -1,0 +1,38 @@
+# Two commands do all the set-up on a fresh machine:
+#   make repro   install (pinned, from uv.lock) and run the whole pipeline (`dvc repro`)
+#   make test    install the same and run the test suite (what .ci/run calls)
+# The only prerequisite is python3 (>= 3.10) with pip; uv is bootstrapped from PyPI if missing.
+
+UV_VERSION := 0.13.8
+VENV := .venv
+BIN := $(VENV)/bin
+UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: setup repro test test-fast bench lint mlflow-init
+
+setup: $(VENV)/.synced
+
+$(VENV)/.synced: pyproject.toml uv.lock
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install -q "uv==$(UV_VERSION)"
+	$(UV) sync --frozen
+	@touch $@
+
+mlflow-init: setup
+	python -m lmmreg.tracking init
+
+repro: mlflow-init
+	dvc repro
+
+test: setup
+	python -m pytest -q
+
+test-fast: setup
+	python -m pytest -q -m "not slow"
+
+bench: setup
+	python benchmarks/bench_clip.py
+	python benchmarks/bench_describe_openai.py
+
+lint: setup
+	ruff check src tests benchmarks
