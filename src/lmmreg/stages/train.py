@@ -98,8 +98,14 @@ def main(params: Params, *, dataset: str, manifest: Path, features: Path, text: 
         logger.close("FAILED")
         raise
     logger.close()
+    # The DVC metrics file stays small so `dvc exp show` reads well; per-seed run ids go beside the heads.
     metrics.parent.mkdir(parents=True, exist_ok=True)
-    metrics.write_text(json.dumps({"parent_run_id": logger.parent_id, "methods": summary}, indent=1) + "\n")
+    metrics.write_text(json.dumps({
+        "parent_run_id": logger.parent_id,
+        "test_acc": {m: s["test_acc_mean"] for m, s in summary.items()},
+        "test_acc_std": {m: s["test_acc_std"] for m, s in summary.items()},
+    }, indent=1) + "\n")
+    (models / "runs.json").write_text(json.dumps({"parent_run_id": logger.parent_id, "methods": summary}, indent=1))
     plots.parent.mkdir(parents=True, exist_ok=True)
     with plots.open("w") as f:
         f.write("method,seed,epoch,test_acc\n")

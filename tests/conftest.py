@@ -1,0 +1,48 @@
+"""Shared fixtures: a shrunken copy of the project's params and an isolated MLflow store."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lmmreg.config import Params, parse_params
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_raw_params() -> dict:
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def small_raw_params(**overrides) -> dict:
+    """The real params.yaml, shrunk so the whole pipeline runs in seconds."""
+    raw = copy.deepcopy(load_raw_params())
+    raw["demo"].update({"n_classes": 3, "train_per_class": 8, "test_per_class": 4, "image_size": 32})
+    raw["seeds"] = [0, 1]
+    raw["train"]["epochs"] = 3
+    raw["report"]["bootstrap"] = 50
+    for key, value in overrides.items():
+        node = raw
+        *parents, last = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[last] = value
+    return raw
+
+
+@pytest.fixture
+def small_params() -> Params:
+    return parse_params(small_raw_params())
+
+
+@pytest.fixture
+def mlflow_root(tmp_path, monkeypatch) -> Path:
+    """An empty project root with its own MLflow store (DVC_ROOT points there, as under `dvc exp run`)."""
+    root = tmp_path / "project"
+    root.mkdir()
+    monkeypatch.setenv("DVC_ROOT", str(root))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return root

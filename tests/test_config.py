@@ -1,0 +1,67 @@
+import pytest
+import yaml
+
+from lmmreg.config import ConfigError, load_params, parse_params, stable_hash
+from tests.conftest import REPO, load_raw_params, small_raw_params
+
+
+def test_project_params_load():
+    p = load_params(REPO / "params.yaml")
+    assert p.alpha == pytest.approx(1e-2)
+    assert p.train.epochs == 100 and p.train.batch_size == 64 and p.train.lr == pytest.approx(1e-4)
+    assert p.datasets == ["demo"] and p.source("demo").layout == "demo"
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("train.lr", "1e-4", "train.lr: expected float, got str '1e-4' (YAML reads 1e-4 as a string"),
+        ("train.epochs", 1.5, "train.epochs: expected int"),
+        ("alpha", -0.1, "alpha: must be >= 0"),
+        ("datasets", [], "datasets: empty"),
+        ("datasets", ["nope"], "datasets: 'nope' has no entry under sources"),
+        ("train.optimizer", "adamw", "train.optimizer: expected one of ['adam', 'sgd']"),
+        ("clip.unlocked_groups", 3, "clip.unlocked_groups: expected one of [1, 2]"),
+        ("train.methods", ["finetune", "lmm-reg"], "train.methods[1]: expected one of"),
+        ("train.normalize", "yes", "train.normalize: expected bool"),
+        ("seeds", [0, 0], "seeds: duplicates"),
+    ],
+)
+def test_bad_values_name_the_key(key, value, message):
+    with pytest.raises(ConfigError) as e:
+        parse_params(small_raw_params(**{key: value}))
+    assert message in str(e.value)
+
+
+def test_unknown_and_missing_keys_are_named():
+    raw = load_raw_params()
+    raw["train"]["learning_rate"] = 0.1
+    with pytest.raises(ConfigError, match=r"unknown key train\.learning_rate"):
+        parse_params(raw)
+    raw = load_raw_params()
+    del raw["alpha"]
+    with pytest.raises(ConfigError, match=r"missing key alpha"):
+        parse_params(raw)
+    raw = load_raw_params()
+    raw["sources"]["demo"]["layuot"] = "demo"
+    with pytest.raises(ConfigError, match=r"unknown key sources\.demo\.layuot"):
+        parse_params(raw)
+
+
+def test_load_names_the_file(tmp_path):
+    path = tmp_path / "params.yaml"
+    raw = load_raw_params()
+    raw["alpha"] = "0.1"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=rf"{path}: alpha: expected float"):
+        load_params(path)
+    with pytest.raises(ConfigError, match="not found"):
+        load_params(tmp_path / "missing.yaml")
+
+
+def test_params_are_frozen_and_hash_stably():
+    a, b = parse_params(small_raw_params()), parse_params(small_raw_params())
+    assert stable_hash(a) == stable_hash(b)
+    assert stable_hash(a) != stable_hash(parse_params(small_raw_params(alpha=0.5)))
+    with pytest.raises(AttributeError):
+        a.alpha = 1.0  # type: ignore[misc]

@@ -1,0 +1,97 @@
+"""End to end on a shrunken demo: every stage's `main`, MLflow, the report and its snapshot."""
+
+import dataclasses
+import json
+import shutil
+
+import pytest
+
+from lmmreg.stages import centroids, describe, embed_text, features, make_demo, prepare, report, train
+
+pytestmark = pytest.mark.slow
+
+
+def run_pipeline(params, root, *, dataset="demo"):
+    raw, prepared = root / "data/raw" / dataset, root / "data/prepared" / dataset
+    make_demo.main(params.demo, out=raw)
+    prepare.main(params, dataset=dataset, raw=raw, out=prepared)
+    desc = root / "data/descriptions" / dataset
+    describe.main(params, dataset=dataset, raw=raw, manifest=prepared, store=desc / "store.jsonl",
+                  out=desc / "descriptions.jsonl")
+    text = root / "data/text" / dataset
+    embed_text.main(params, manifest=prepared, descriptions=desc / "descriptions.jsonl", out=text)
+    cents = root / "data/centroids" / f"{dataset}.pt"
+    centroids.main(params, manifest=prepared, text=text, out=cents)
+    feats = root / "data/features" / f"{dataset}.pt"
+    features.main(params, raw=raw, manifest=prepared, out=feats, workers=0)
+    return train.main(params, dataset=dataset, manifest=prepared, features=feats, text=text, centroids=cents,
+                      models=root / "models" / dataset, metrics=root / "metrics" / f"{dataset}.json",
+                      plots=root / "plots" / f"{dataset}.csv")
+
+
+def test_pipeline_report_and_snapshot(small_params, mlflow_root):
+    root = mlflow_root
+    summary = run_pipeline(small_params, root)
+    assert set(summary) == set(small_params.train.methods)
+    metrics = json.loads((root / "metrics/demo.json").read_text())
+    assert set(metrics["test_acc"]) == set(small_params.train.methods) and metrics["parent_run_id"]
+    assert (root / "models/demo/lmm_reg_s0.pt").is_file()
+    assert len((root / "plots/demo.csv").read_text().splitlines()) > 1
+
+    # A second alpha: the same configuration but for alpha, as `dvc exp run -S alpha=0.5` logs it.
+    other = dataclasses.replace(small_params, alpha=0.5,
+                                train=dataclasses.replace(small_params.train, methods=["lmm_reg"]))
+    train.main(other, dataset="demo", manifest=root / "data/prepared/demo", features=root / "data/features/demo.pt",
+               text=root / "data/text/demo", centroids=root / "data/centroids/demo.pt", models=root / "models/x",
+               metrics=root / "metrics/x.json", plots=root / "plots/x.csv")
+
+    out = root / "reports"
+    report.main(small_params, prepared=root / "data/prepared", out=out)
+    md = (out / "tables.md").read_text()
+    assert "DEMO RUN: these are not the paper's numbers" in md
+    for row in ("Finetuning w/o Reg. (Baseline)", "LMM-Reg.-CLIP (Proposed)", "CLIP (image emb.) [1]",
+                "CLIP (image & text emb.) [14]", "CoOp [8] (reported in [8], not re-run)", "McNemar"):
+        assert row in md
+    assert "(n=2)" in md and "missing" not in md.split("## Alpha ablation")[0]
+    ablation = md.split("## Alpha ablation")[1]
+    assert "| 0.01 |" in ablation and "| 0.5 |" in ablation and "0.0 (finetune)" in ablation
+    runs = (out / "runs.csv").read_text().splitlines()
+    assert len(runs) == 1 + 2 * len(small_params.train.methods) + 2  # current runs + the alpha=0.5 pair
+    for name in ("fig2.png", "fig2.svg", "tables.csv", "tables.tex", "alpha_ablation.png", "per_class.csv"):
+        assert (out / name).stat().st_size > 0
+
+    # Without the MLflow store, the snapshot rebuilds byte-identical tables.
+    tables = {n: (out / n).read_bytes() for n in ("tables.md", "tables.csv", "tables.tex", "per_class.csv")}
+    shutil.move(out / "snapshot", root / "saved_snapshot")
+    (root / "mlflow.db").unlink()
+    shutil.rmtree(root / "mlartifacts")
+    for n in tables:
+        (out / n).unlink()
+    report.main(small_params, prepared=root / "data/prepared", out=out, from_snapshot=root / "saved_snapshot")
+    assert {n: (out / n).read_bytes() for n in tables} == tables
+
+
+def test_report_names_missing_runs(small_params, mlflow_root):
+    root = mlflow_root
+    run_pipeline(dataclasses.replace(small_params, seeds=[0]), root)
+    out = root / "reports"
+    report.main(small_params, prepared=root / "data/prepared", out=out)  # params ask for seeds 0 and 1
+    md = (out / "tables.md").read_text()
+    assert "## Missing runs" in md and "demo/lmm_reg/seed 1" in md
+
+
+def test_describe_resumes_without_redoing_work(small_params, tmp_path):
+    raw, prepared = tmp_path / "raw", tmp_path / "prepared"
+    make_demo.main(small_params.demo, out=raw)
+    prepare.main(small_params, dataset="demo", raw=raw, out=prepared)
+    store, out = tmp_path / "d/store.jsonl", tmp_path / "d/descriptions.jsonl"
+    describe.main(small_params, dataset="demo", raw=raw, manifest=prepared, store=store, out=out)
+    first = out.read_text()
+    lines = store.read_text().splitlines()
+    store.write_text("\n".join(lines[:5]) + "\n" + lines[5][:17])  # as if killed mid-write after 5 images
+    describe.main(small_params, dataset="demo", raw=raw, manifest=prepared, store=store, out=out)
+    assert out.read_text() == first
+    describe.main(small_params, dataset="demo", raw=raw, manifest=prepared, store=store, out=out)
+    records = [json.loads(x) for x in store.read_text().splitlines() if x.startswith("{") and x.endswith("}")]
+    assert len({r["key"] for r in records}) == len(first.splitlines())
+    assert len(records) == len(first.splitlines())  # the third run added nothing
