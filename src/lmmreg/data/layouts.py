@@ -131,7 +131,8 @@ def parse_coop_split(split: Any, source: str) -> tuple[list[tuple[str, str, int]
     with :func:`normalize_class_name`, so CoOp's `Apply_Eye_Makeup` and the shipped `apply eye makeup` agree.
     """
     if not isinstance(split, dict) or not {"train", "test"} <= set(split) or set(split) - {"train", "val", "test"}:
-        raise ValueError(f"{source}: expected keys train, test (and val), got {sorted(split)[:5] if isinstance(split, dict) else type(split).__name__}")
+        got = sorted(split)[:5] if isinstance(split, dict) else type(split).__name__
+        raise ValueError(f"{source}: expected keys train, test (and val), got {got}")
     rows: list[tuple[str, str, int]] = []
     names: dict[int, str] = {}
     seen: dict[str, str] = {}
