@@ -59,16 +59,16 @@ def write_image(path: Path, seed: int, **kw) -> Path:
 
 
 def write_video(path: Path, *, n_frames: int = 7, size: int = 32, codec: str = "mpeg4", seed: int = 0) -> Path:
-    """A real video: frame i is uniform grey 30 * i (+ a small seed-dependent patch so videos differ)."""
+    """A real video: frame i is uniform grey 30 * i mod 256 (+ a small seed-dependent patch so videos differ)."""
     import av
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream(codec, rate=24)
         stream.width = stream.height = size
-        stream.pix_fmt = "yuv420p"
+        stream.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
         for i in range(n_frames):
-            arr = np.full((size, size, 3), 30 * i, dtype=np.uint8)
+            arr = np.full((size, size, 3), (30 * i) % 256, dtype=np.uint8)
             arr[:8, :8] = (seed * 37) % 256
             for packet in stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
                 container.mux(packet)
