@@ -258,3 +258,19 @@ def test_cli_exits_with_the_bad_path(tmp_path):
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 2
     assert f"{raw / 'test/a/1.jpg'}: cannot decode" in proc.stderr
+
+
+@pytest.mark.slow
+def test_ucf101_full_shipped_split_gives_the_papers_counts(tmp_path):
+    from lmmreg.data.splits import load_table
+
+    raw, out = tmp_path / "raw", tmp_path / "prepared"
+    split = load_table("ucf101_split.json")
+    for seed, (rel, _, _) in enumerate(e for key in ("train", "val", "test") for e in split[key]):
+        write_image(raw / "UCF-101-midframes" / rel, seed, size=(4, 4))
+    report = prepare(make_params({"ucf101": {"layout": "ucf101", "expected": PAPER_UCF}}), dataset="ucf101",
+                     raw=raw, out=out)
+    assert report["counts"] == PAPER_UCF and report["warnings"] == []
+    records, classes = load_manifest(out)
+    assert classes == load_table("ucf101_classes.json")["classes"]
+    assert _split_counts(records) == {"train": 9537, "test": 3783}
