@@ -245,6 +245,12 @@ def test_demo_layout_still_works(tmp_path):
     assert report["counts"] == {"train": 6, "test": 3, "classes": 3} and len(records) == 9
 
 
+def test_unknown_expected_count_fails_before_reading(tmp_path):
+    params = make_params({"bar": {"layout": "bar", "expected": {"val": 3}}})
+    with pytest.raises(ValueError, match="sources.bar.expected.val: unknown count"):
+        prepare(params, dataset="bar", raw=tmp_path / "absent", out=tmp_path / "o")
+
+
 def test_cli_exits_with_the_bad_path(tmp_path):
     raw = tmp_path / "raw"
     _imagefolder(raw, {("train", "a"): 1, ("test", "a"): 1})

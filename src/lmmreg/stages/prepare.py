@@ -50,6 +50,9 @@ def build_frame_items(videos: list[RawItem], *, raw: Path, out: Path, frame: obj
 
 def main(params: Params, *, dataset: str, raw: Path, out: Path, frame_cache: Path | None = None) -> dict:
     src = params.source(dataset)
+    unknown = sorted(set(src.expected) - {"train", "test", "classes"})
+    if unknown:
+        raise ValueError(f"sources.{dataset}.expected.{unknown[0]}: unknown count (known: classes, test, train)")
     layout = list_layout(src.layout, raw, src.options)
     check_layout(layout, dataset=dataset, root=raw)
     out.mkdir(parents=True, exist_ok=True)
