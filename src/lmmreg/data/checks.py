@@ -1,4 +1,4 @@
-"""Checks `prepare` runs on every image before anything expensive: decodability, formats, leaks, classes.
+"""Checks `prepare` runs before anything expensive: the file list, then every image decoded.
 
 Default policy (`prepare.on_bad_image: error`): collect *every* problem, then stop with one error that
 lists them all. `skip` drops the bad files and records each with its reason in `prepare_report.json`.
@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from lmmreg.config import PrepareConfig
 from lmmreg.data.images import BadImageError, is_supported, load_rgb
-from lmmreg.data.layouts import RawItem
+from lmmreg.data.layouts import Layout, RawItem
 from lmmreg.data.manifest import Record, sha256_file
 
 log = logging.getLogger(__name__)
@@ -27,10 +27,35 @@ class DatasetError(ValueError):
     """Problems found by `prepare`, all of them, one per line."""
 
 
+def _class_problems(items: list[RawItem] | list[Record], classes: list[str]) -> list[str]:
+    train = Counter(it.class_name for it in items if it.split == "train")
+    test = Counter(it.class_name for it in items if it.split == "test")
+    problems = [f"class {c!r} has no training images" for c in classes if train[c] == 0]
+    problems += [f"class {c!r} appears in test but not in train" for c in sorted(set(test) - set(train))]
+    return problems
+
+
+def check_layout(layout: Layout, *, dataset: str, root: str | Path) -> None:
+    """Checks on the file list alone, run before any file is read: it must fit its own class list."""
+    problems: list[str] = []
+    if not layout.items:
+        problems.append("no files found")
+    if len(set(layout.classes)) != len(layout.classes):
+        dup = sorted(c for c, k in Counter(layout.classes).items() if k > 1)
+        problems.append(f"class list repeats {dup}")
+    unknown = Counter(it.class_name for it in layout.items if it.class_name not in set(layout.classes))
+    problems += [f"class {c!r} ({k} files) is not in the class list" for c, k in sorted(unknown.items())]
+    ids = Counter(it.id for it in layout.items)
+    problems += [f"{c!r} listed {k} times" for c, k in sorted(ids.items()) if k > 1][:20]
+    problems += _class_problems(layout.items, layout.classes)
+    if problems:
+        raise DatasetError(f"{dataset} ({root}):\n" + "\n".join(f"  {p}" for p in problems))
+
+
 def _inspect(root: Path, item: RawItem, max_pixels: int) -> tuple[RawItem, str | None, str, int, int]:
     path = root / item.path
     if not is_supported(path):
-        return item, f"unsupported format {path.suffix!r}", "", 0, 0
+        return item, f"unsupported format {path.suffix or '(no extension)'!r}", "", 0, 0
     try:
         img = load_rgb(path, max_pixels=max_pixels)
     except BadImageError as e:
@@ -39,54 +64,58 @@ def _inspect(root: Path, item: RawItem, max_pixels: int) -> tuple[RawItem, str |
 
 
 def check_items(items: list[RawItem], classes: list[str], *, root: Path, cfg: PrepareConfig,
-                expected: dict[str, int], dataset: str, workers: int = 8) -> tuple[list[Record], dict]:
+                expected: dict[str, int], dataset: str, bad: list[dict] | None = None,
+                workers: int = 8) -> tuple[list[Record], dict]:
+    """Decode every image under `root`; returns the manifest records and the report for `prepare_report.json`.
+
+    `bad` carries problems found earlier (e.g. videos that would not decode), as dicts with `path` (as shown to
+    the user), `id`, `split` and `reason`; they are reported and handled with the images' own.
+    """
     root = Path(root)
     label = {c: i for i, c in enumerate(classes)}
     records: list[Record] = []
-    bad: list[dict] = []
+    bad = list(bad or [])
     with ThreadPoolExecutor(max_workers=workers) as pool:  # PIL decoding releases the GIL
         results = pool.map(lambda it: _inspect(root, it, cfg.max_image_pixels), items)
         for item, problem, sha, w, h in tqdm(results, total=len(items), unit="img", desc=f"check {dataset}"):
+            if problem is None and item.class_name not in label:
+                problem = f"class {item.class_name!r} unknown"
             if problem is not None:
-                bad.append({"path": item.path, "split": item.split, "reason": problem})
+                bad.append({"path": str(root / item.path), "id": item.id, "split": item.split, "reason": problem})
                 continue
-            if item.class_name not in label:
-                bad.append({"path": item.path, "split": item.split, "reason": f"class {item.class_name!r} unknown"})
-                continue
-            records.append(Record(item.path, item.path, label[item.class_name], item.class_name, item.split,
+            records.append(Record(item.id, item.path, label[item.class_name], item.class_name, item.split,
                                   sha, w, h))
     if bad and cfg.on_bad_image == "error":
-        lines = "\n".join(f"  {root / b['path']}: {b['reason']}" for b in bad)
-        raise DatasetError(f"{dataset}: {len(bad)} unusable image(s) under {root} "
+        lines = "\n".join(f"  {b['path']}: {b['reason']}" for b in bad)
+        raise DatasetError(f"{dataset}: {len(bad)} unusable file(s) "
                            f"(set prepare.on_bad_image: skip to record and drop them):\n{lines}")
     for b in bad:
-        log.warning("skipped %s: %s", root / b["path"], b["reason"])
+        log.warning("skipped %s: %s", b["path"], b["reason"])
 
     problems: list[str] = []
-    by_sha: dict[str, set[str]] = defaultdict(set)
+    splits_by_sha: dict[str, set[str]] = defaultdict(set)
     paths_by_sha: dict[str, list[str]] = defaultdict(list)
     for r in records:
-        by_sha[r.sha256].add(r.split)
-        paths_by_sha[r.sha256].append(r.path)
-    for sha, splits in by_sha.items():
+        splits_by_sha[r.sha256].add(r.split)
+        paths_by_sha[r.sha256].append(str(root / r.path))
+    for sha, splits in splits_by_sha.items():
         if len(splits) > 1:
             problems.append(f"byte-identical images in train and test: {', '.join(sorted(paths_by_sha[sha]))}")
-    train_classes = Counter(r.class_name for r in records if r.split == "train")
-    test_classes = Counter(r.class_name for r in records if r.split == "test")
-    for c in classes:
-        if train_classes[c] == 0:
-            problems.append(f"class {c!r} has no training images")
-    for c in sorted(set(test_classes) - set(train_classes)):
-        problems.append(f"class {c!r} appears in test but not in train")
+    problems += [p + (" (after skipping unusable files)" if bad else "") for p in _class_problems(records, classes)]
     if problems:
         raise DatasetError(f"{dataset} ({root}):\n" + "\n".join(f"  {p}" for p in problems))
 
+    train_classes = Counter(r.class_name for r in records if r.split == "train")
+    test_classes = Counter(r.class_name for r in records if r.split == "test")
     counts = {"train": sum(train_classes.values()), "test": sum(test_classes.values()), "classes": len(classes)}
     warnings = []
     for key, want in expected.items():
         got = counts.get(key)
-        if got is not None and got != want:
-            msg = f"{dataset}: {got} {key} vs {want} in the paper ({got - want:+d})"
+        if got is None:
+            raise DatasetError(f"sources.{dataset}.expected.{key}: unknown count (known: {sorted(counts)})")
+        if got != want:
+            pct = f", {100 * (got - want) / want:+.1f}%" if want else ""
+            msg = f"{dataset}: {got} {key} vs {want} in the paper ({got - want:+d}{pct})"
             log.warning(msg)
             warnings.append(msg)
     report = {"dataset": dataset, "counts": counts, "per_class": {c: [train_classes[c], test_classes[c]]

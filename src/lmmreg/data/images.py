@@ -8,6 +8,8 @@ import numpy as np
 from PIL import Image, ImageOps
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+# What PIL may find inside those files; anything else (e.g. a PSD renamed .jpg) is refused by name.
+DECODABLE_FORMATS = ("JPEG", "MPO", "PNG", "BMP", "GIF", "WEBP", "TIFF")
 
 
 class BadImageError(ValueError):
@@ -33,6 +35,8 @@ def load_rgb(path: str | Path, *, max_pixels: int | None = None) -> Image.Image:
     """Open, fully decode and convert one image, raising :class:`BadImageError` naming the file."""
     path = Path(path)
     try:
+        if not path.is_file():
+            raise BadImageError(f"{path}: file not found")
         if path.stat().st_size == 0:
             raise BadImageError(f"{path}: zero-byte file")
         with Image.open(path) as img:
@@ -40,6 +44,8 @@ def load_rgb(path: str | Path, *, max_pixels: int | None = None) -> Image.Image:
             if max_pixels is not None and w * h > max_pixels:
                 raise BadImageError(f"{path}: {w}x{h} = {w * h} pixels exceeds the limit {max_pixels} "
                                     "(prepare.max_image_pixels)")
+            if img.format not in DECODABLE_FORMATS:
+                raise BadImageError(f"{path}: unsupported format {img.format} (supported: {DECODABLE_FORMATS})")
             img.load()  # decode now so truncation shows up here, not in a worker later
             return to_rgb(img)
     except BadImageError:
@@ -49,4 +55,5 @@ def load_rgb(path: str | Path, *, max_pixels: int | None = None) -> Image.Image:
 
 
 def is_supported(path: str | Path) -> bool:
+    """True for the image file extensions `prepare` accepts (the content is checked on decoding)."""
     return str(path).lower().endswith(IMAGE_EXTENSIONS)

@@ -1,7 +1,8 @@
 """The manifest: one row per usable image, the key every later artifact aligns to.
 
-Columns: id (stable, the path relative to the dataset root), path, label, class_name, split
-(train|test), sha256, width, height. `classes.json` beside it fixes the class order.
+Columns: id (stable: the raw file's path relative to the raw dataset root; for a frame `prepare`
+extracted from a video, the video's path), path (relative to the image root, see `resolve_image_root`),
+label, class_name, split (train|test), sha256, width, height. `classes.json` beside it fixes the class order.
 """
 
 from __future__ import annotations

@@ -1,34 +1,82 @@
-"""Stage `prepare@<dataset>`: raw images -> manifest (ids, labels, class names, split, sha256, size).
+"""Stage `prepare@<dataset>`: raw files -> manifest (ids, labels, class names, split, sha256, size).
 
-    python -m lmmreg.stages.prepare --dataset demo --raw data/raw/demo --out data/prepared/demo
+    python -m lmmreg.stages.prepare --dataset bar --raw data/raw/bar --out data/prepared/bar
 
-Every image is decoded and checked before any expensive stage runs; see :mod:`lmmreg.data.checks`.
+The layout (`sources.<dataset>.layout`) lists the files; the list is checked, videos become one frame each
+under `<out>/frames/` (cached, see :mod:`lmmreg.data.video`), then every image is decoded and checked
+(:mod:`lmmreg.data.checks`) before any expensive stage runs. Writes `manifest.csv`, `classes.json`,
+`manifest_meta.json` and `prepare_report.json` (counts, warnings, every skipped file and why).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
 from lmmreg.cli import run_stage, stage_parser
 from lmmreg.config import Params
-from lmmreg.data.checks import check_items
-from lmmreg.data.layouts import list_layout
+from lmmreg.data.checks import DatasetError, check_items, check_layout
+from lmmreg.data.layouts import RawItem, list_layout
 from lmmreg.data.manifest import write_manifest
+from lmmreg.data.video import INDEX_NAME, extract_frames, is_video
 
 log = logging.getLogger(__name__)
 
 
-def main(params: Params, *, dataset: str, raw: Path, out: Path) -> dict:
+def build_frame_items(videos: list[RawItem], *, raw: Path, out: Path, frame: object, max_pixels: int,
+                      frame_cache: Path | None) -> tuple[list[RawItem], list[dict]]:
+    """One frame per video under `out/frames/` (decoded into `frame_cache` first when given, then copied)."""
+    frames_dir = out / "frames"
+    cache = frame_cache or frames_dir
+    frames, failed = extract_frames([v.path for v in videos], raw_root=raw, frames_dir=cache, frame=frame,
+                                    max_pixels=max_pixels)
+    if frame_cache is not None:
+        for name in frames.values():
+            (frames_dir / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(cache / name, frames_dir / name)
+    keep = set(frames.values()) | {INDEX_NAME}
+    for f in sorted(frames_dir.rglob("*")):  # frames of videos no longer listed would linger in the output
+        if f.is_file() and f.relative_to(frames_dir).as_posix() not in keep:
+            f.unlink()
+    split_of = {v.path: v for v in videos}
+    items = [RawItem(f"frames/{frames[v.path]}", v.class_name, v.split, source=v.path) for v in videos
+             if v.path in frames]
+    bad = [{"path": str(raw / b["video"]), "id": b["video"], "split": split_of[b["video"]].split,
+            "reason": b["reason"]} for b in failed]
+    return items, bad
+
+
+def main(params: Params, *, dataset: str, raw: Path, out: Path, frame_cache: Path | None = None) -> dict:
     src = params.source(dataset)
-    items, classes = list_layout(src.layout, raw, src.options)
-    records, report = check_items(items, classes, root=raw, cfg=params.prepare, expected=src.expected,
-                                  dataset=dataset)
-    write_manifest(records, classes, out)
+    unknown = sorted(set(src.expected) - {"train", "test", "classes"})
+    if unknown:
+        raise ValueError(f"sources.{dataset}.expected.{unknown[0]}: unknown count (known: classes, test, train)")
+    layout = list_layout(src.layout, raw, src.options)
+    check_layout(layout, dataset=dataset, root=raw)
+    out.mkdir(parents=True, exist_ok=True)
+
+    items, image_dir, image_root, bad = layout.items, raw, "raw", []
+    videos = [it for it in items if is_video(it.path)]
+    if videos:
+        if len(videos) != len(items):
+            other = next(it.path for it in items if not is_video(it.path))
+            raise DatasetError(f"{dataset} ({raw}): {len(videos)} videos and {len(items) - len(videos)} other "
+                               f"files (e.g. {raw / other}); use either videos or frames")
+        items, bad = build_frame_items(videos, raw=raw, out=out, frame=src.options.get("frame", "middle"),
+                                       max_pixels=params.prepare.max_image_pixels, frame_cache=frame_cache)
+        image_dir, image_root = out, "manifest"
+
+    records, report = check_items(items, layout.classes, root=image_dir, cfg=params.prepare,
+                                  expected=src.expected, dataset=dataset, bad=bad)
+    write_manifest(records, layout.classes, out, image_root=image_root)
+    report = {**report, "layout": src.layout, "image_root": image_root, **layout.notes}
+    if videos:
+        report["frame"] = src.options.get("frame", "middle")
     (out / "prepare_report.json").write_text(json.dumps(report, indent=1) + "\n")
     log.info("%s: %d train / %d test images, %d classes, %d skipped -> %s", dataset, report["counts"]["train"],
-             report["counts"]["test"], len(classes), len(report["skipped"]), out)
+             report["counts"]["test"], len(layout.classes), len(report["skipped"]), out)
     return report
 
 
@@ -37,7 +85,10 @@ def cli() -> None:
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--raw", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
-    run_stage(lambda a, p: main(p, dataset=a.dataset, raw=a.raw, out=a.out), parser)
+    parser.add_argument("--frame-cache", type=Path, default=None,
+                        help="folder that keeps extracted video frames across runs (DVC empties --out before "
+                             "re-running the stage); default: decode into --out/frames")
+    run_stage(lambda a, p: main(p, dataset=a.dataset, raw=a.raw, out=a.out, frame_cache=a.frame_cache), parser)
 
 
 if __name__ == "__main__":
