@@ -6,10 +6,10 @@ import io
 
 import numpy as np
 import pytest
-from data_fixtures import image_bytes, write_image
 from PIL import Image
 
 from lmmreg.data.images import BadImageError, is_supported, load_rgb
+from tests.data_fixtures import image_bytes, write_image
 
 
 def test_palette_image_keeps_its_colours(tmp_path):

@@ -6,7 +6,10 @@ import json
 from collections import Counter
 
 import pytest
-from data_fixtures import (
+
+from lmmreg.data.layouts import build_class_map, list_layout, normalize_class_name, parse_coop_split
+from lmmreg.data.splits import load_table
+from tests.data_fixtures import (
     BAR_COUNTS,
     ERA_FOLDERS,
     UCF_FIXTURE,
@@ -15,9 +18,6 @@ from data_fixtures import (
     build_ucf101_tree,
     write_image,
 )
-
-from lmmreg.data.layouts import build_class_map, list_layout, normalize_class_name, parse_coop_split
-from lmmreg.data.splits import load_table
 
 
 def _counts(layout) -> dict[str, int]:

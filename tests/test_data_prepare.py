@@ -11,7 +11,14 @@ from collections import Counter
 
 import pytest
 import yaml
-from data_fixtures import (
+
+import lmmreg.data.video as video
+from lmmreg.config import DemoConfig
+from lmmreg.data.checks import DatasetError
+from lmmreg.data.demo import generate_demo
+from lmmreg.data.manifest import load_manifest, resolve_image_root
+from lmmreg.stages.prepare import main as prepare
+from tests.data_fixtures import (
     REPO,
     build_bar_tree,
     build_era_tree,
@@ -21,13 +28,6 @@ from data_fixtures import (
     write_image,
     write_video,
 )
-
-import lmmreg.data.video as video
-from lmmreg.config import DemoConfig
-from lmmreg.data.checks import DatasetError
-from lmmreg.data.demo import generate_demo
-from lmmreg.data.manifest import load_manifest, resolve_image_root
-from lmmreg.stages.prepare import main as prepare
 
 PAPER_BAR = {"train": 1941, "test": 654, "classes": 6}
 PAPER_UCF = {"train": 9537, "test": 3783, "classes": 101}

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from data_fixtures import write_video
 
 import lmmreg.data.video as video
 from lmmreg.data.images import BadImageError
 from lmmreg.data.video import extract_frames, frame_index, parse_frame_spec, read_frame
+from tests.data_fixtures import write_video
 
 
 def _grey(img) -> float:
