@@ -13,7 +13,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_MARKER = r"(?:\(?\d{1,3}[.):]\)?|\d{1,3}\s*-|[-*•‣◦+]|(?:description|caption)\s*#?\d{1,3}\s*[:.)-]|#{1,4}\s*\d{1,3}[.:)]?)"
+_MARKER = (r"(?:\(?\d{1,3}[.):]\)?|\d{1,3}\s*-|[-*•‣◦+]"  # 1. 1) (1) 1: 1 -  and bullets
+           r"|(?:description|caption)\s*#?\d{1,3}\s*[:.)-]|#{1,4}\s*\d{1,3}[.:)]?)")  # Description 1:  ### 1.
 _ITEM = re.compile(rf"^\s*{_MARKER}\s+(.*\S)\s*$", re.IGNORECASE)
 # A next number counts as a list marker only after the previous item's closing punctuation.
 _INLINE_SPLIT = re.compile(r"(?<=[.!?;,])\s+(?=\(?\d{1,2}[.)]\s+\S)")
