@@ -201,3 +201,19 @@ def test_key_not_in_setting_hash_and_server_address_does_not_re_describe():
                                                             "concurrency": 64})
     c = make_params(backend="openai", model="m", options={"base_url": "http://127.0.0.1:1/v1", "extra_body": {"x": 1}})
     assert setting_hash(a.describe) == setting_hash(b.describe) != setting_hash(c.describe)
+
+
+def test_stopping_early_abandons_requests_in_flight(tmp_path):
+    with FakeChatServer(slow_s=30.0) as server:
+        params, paths = make_dataset(tmp_path, backend="openai", model="tiny-vlm",
+                                     options=openai_options(server, timeout_s=60.0, concurrency=2))
+        describer = build_describer(params.describe, raw_root=paths["raw"])
+        images = sorted(Path(paths["raw"]).rglob("*.png"))
+        items = [DescribeItem(p.name, p, hashlib.sha256(p.read_bytes()).hexdigest()) for p in images[:2]]
+        server.faults = {items[1].sha256: ["slow"]}
+        answers = describer.describe_iter(items)
+        first_item, first = next(answers)  # the fast one
+        assert first.error is None and first_item.path == images[0]
+        t0 = time.monotonic()
+        answers.close()  # e.g. Ctrl-C in the stage: must not wait 30 s for the slow request
+        assert time.monotonic() - t0 < 5

@@ -157,7 +157,8 @@ class OpenAIChatDescriber:
                 await asyncio.sleep(wait)
         return Answer(raw="", error=f"gave up after {self.max_retries + 1} attempts: {problem}")
 
-    async def _run(self, items: list[DescribeItem], out: queue.Queue, stop: threading.Event) -> None:
+    async def _run(self, items: list[DescribeItem], out: queue.Queue, stop: threading.Event,
+                   running: dict) -> None:
         todo = iter(items)  # shared by the workers; safe on one event loop
 
         async def worker(client: httpx.AsyncClient) -> None:
@@ -175,6 +176,7 @@ class OpenAIChatDescriber:
             for c in clients:
                 await stack.enter_async_context(c)
             workers = [asyncio.create_task(worker(clients[i % len(clients)])) for i in range(n_workers)]
+            running.update(loop=asyncio.get_running_loop(), workers=workers)
             try:
                 await asyncio.gather(*workers)
             finally:
@@ -187,11 +189,12 @@ class OpenAIChatDescriber:
             return
         out: queue.Queue = queue.Queue()
         stop = threading.Event()
+        running: dict = {}  # the worker thread's loop and tasks, to cancel them from this thread
         done = object()
 
         def run() -> None:
             try:
-                asyncio.run(self._run(items, out, stop))
+                asyncio.run(self._run(items, out, stop, running))
             except BaseException as e:  # handed to the consumer thread, which re-raises it
                 out.put(e)
             finally:
@@ -205,8 +208,14 @@ class OpenAIChatDescriber:
                     raise got
                 yield got
         finally:
-            stop.set()  # the consumer stopped early (error, interrupt): start no new requests
-            thread.join(timeout=self.timeout_s + 5)
+            # The consumer stopped early (error, Ctrl-C): abandon the requests in flight rather than wait
+            # up to timeout_s for them; their images were never stored, so the next run asks again.
+            stop.set()
+            loop = running.get("loop")
+            if thread.is_alive() and loop is not None:
+                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                    loop.call_soon_threadsafe(lambda: [w.cancel() for w in running["workers"]])
+            thread.join(timeout=10)
 
     def describe_batch(self, items: list[DescribeItem]) -> list[Answer]:
         got = {id(item): ans for item, ans in self.describe_iter(items)}
