@@ -63,6 +63,9 @@ class DescribeConfig:
     repetition_penalty: float = 1.05
     seed: int = 0
     on_too_few: Literal["accept", "retry", "fail"] = "accept"
+    # on_too_few: retry re-asks an image this many more times (new seed each time) and keeps the answer
+    # with the most descriptions; after that it is accepted as is.
+    too_few_retries: int = 2
     # Backend-specific options (server URL, checkout path, file to import ...).
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -215,6 +218,7 @@ def _validate(p: Params) -> None:
     need(0 < p.describe.top_p <= 1, "describe.top_p", f"must be in (0, 1], got {p.describe.top_p}")
     need(p.describe.temperature >= 0, "describe.temperature", "must be >= 0")
     need(p.describe.max_new_tokens >= 1, "describe.max_new_tokens", "must be >= 1")
+    need(p.describe.too_few_retries >= 0, "describe.too_few_retries", "must be >= 0")
     need(p.demo.n_classes >= 2, "demo.n_classes", "must be >= 2")
     need(p.demo.train_per_class >= 1 and p.demo.test_per_class >= 1, "demo.train_per_class", "must be >= 1")
     need(p.demo.image_size >= 16, "demo.image_size", "must be >= 16")

@@ -22,10 +22,6 @@ from lmmreg.config import TrainConfig
 from lmmreg.encoders import EmbeddingClassifier
 from lmmreg.engine import Evaluation, FitResult, evaluate, fit
 
-TRAINED = ("linear_probe", "concat", "finetune", "lmm_reg")
-# Methods whose result depends on the LMM descriptions (and so on the describe settings).
-USES_LMM = ("zero_shot_lmm", "concat", "lmm_reg")
-
 
 @dataclass
 class MethodInputs:
@@ -102,33 +98,3 @@ def run_method(method: str, inp: MethodInputs, *, alpha: float, cfg: TrainConfig
         return fit(model, train_x=inp.train_feat, train_y=inp.train_y, test_x=inp.test_feat, test_y=inp.test_y,
                    centroids=inp.centroids, alpha=a, cfg=cfg, seed=seed, device=device, on_epoch=on_epoch)
     raise ValueError(f"train.methods: unknown method {method!r}")
-
-
-def method_alpha(method: str, alpha: float) -> float | None:
-    """The alpha a method's result depends on: None where it plays no part."""
-    if method == "lmm_reg":
-        return alpha
-    return 0.0 if method == "finetune" else None
-
-
-def run_identity(params, *, dataset: str, method: str, data_digest: str) -> dict[str, str]:
-    """Which configuration a (dataset, method) run belongs to, independent of seed and recency.
-
-    `config_id` hashes every setting the result depends on (data, CLIP, describe setting where the method
-    uses the LMM, training config, alpha where it plays a part); `ablation_id` is the same without alpha,
-    so runs that differ only in alpha can be lined up for the alpha ablation.
-    """
-    from lmmreg.config import stable_hash, to_dict
-    from lmmreg.describe import setting_hash
-
-    train = to_dict(params.train)
-    train.pop("methods")
-    clip = to_dict(params.clip)
-    if method != "zero_shot":
-        clip.pop("class_prompt")
-    base = {"dataset": dataset, "data": data_digest, "source": to_dict(params.source(dataset)),
-            "clip": clip, "method": method, "train": train if method in TRAINED else None,
-            "describe": setting_hash(params.describe) if method in USES_LMM else None}
-    alpha = method_alpha(method, params.alpha)
-    return {"config_id": stable_hash({**base, "alpha": alpha}), "ablation_id": stable_hash(base),
-            "alpha": "none" if alpha is None else repr(alpha)}

@@ -63,7 +63,7 @@ class Snapshot:
 
 def _expected(params: Params, prepared: Path) -> list[tuple[str, str, dict]]:
     from lmmreg.data.manifest import manifest_digest
-    from lmmreg.methods import run_identity
+    from lmmreg.identity import run_identity
 
     out = []
     for ds in params.datasets:

@@ -1,5 +1,4 @@
-"""LMM describers: backends behind one interface, the answer parser and the resumable store."""
-
-from lmmreg.describe.base import Answer, DescribeItem, Describer, build_describer, setting_hash
-
-__all__ = ["Answer", "DescribeItem", "Describer", "build_describer", "setting_hash"]
+"""LMM describers: backends behind one interface (`base`), the answer parser (`parse`), the resumable
+store (`store`), the work loop (`runner`) and the setting hash (`setting`). Import from the submodules,
+so that a stage depends only on what it uses.
+"""

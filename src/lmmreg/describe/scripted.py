@@ -14,7 +14,7 @@ import numpy as np
 
 from lmmreg.config import DescribeConfig
 from lmmreg.data.demo import BACKGROUNDS, COLORS, SHAPES
-from lmmreg.describe.base import Answer, DescribeItem
+from lmmreg.describe.base import Answer, DescribeItem, check_options
 
 SYNONYMS = {
     "circle": ["circle", "round disc", "dot", "ball"], "square": ["square", "box", "block", "tile"],
@@ -45,6 +45,7 @@ class ScriptedDescriber:
     max_batch = 64
 
     def __init__(self, cfg: DescribeConfig, *, raw_root: Path):
+        check_options(cfg, {"noise", "scenes"})
         self.cfg = cfg
         self.noise = float(cfg.options.get("noise", 0.15))
         scenes_path = Path(raw_root) / str(cfg.options.get("scenes", "scenes.json"))

@@ -5,86 +5,83 @@
 
 The store (append-only, DVC `persist: true`) keeps every answer ever produced, keyed by image sha256 and
 the setting hash; `--out` is the current setting's view of it, in manifest order, which later stages read.
+Killed? Run it again. On several GPUs or nodes: `--shard i/n --store shard-i.jsonl` each, then the plain
+command with `--merge shard-*.jsonl` (checks nothing is missing or duplicated). See docs/describe.md.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import time
-from collections import Counter
 from pathlib import Path
-
-from tqdm import tqdm
 
 from lmmreg.cli import run_stage, stage_parser
 from lmmreg.config import Params
 from lmmreg.data.manifest import load_manifest, resolve_image_root
-from lmmreg.describe import DescribeItem, build_describer, setting_hash
-from lmmreg.describe.parse import parse_descriptions
-from lmmreg.describe.store import DescriptionStore, record_key
+from lmmreg.describe.base import build_describer
+from lmmreg.describe.runner import collect_descriptions, describe_images, parse_shard, plan_work
+from lmmreg.describe.setting import setting_hash
+from lmmreg.describe.store import DescriptionStore, merge_stores
 
 log = logging.getLogger(__name__)
 
 
-def main(params: Params, *, dataset: str, raw: Path, manifest: Path, store: Path, out: Path) -> dict:
+def main(params: Params, *, dataset: str, raw: Path, manifest: Path, store: Path, out: Path | None,
+         shard: str | None = None, merge: list[Path] | None = None) -> dict:
     cfg = params.describe
     records, _ = load_manifest(manifest)
     raw = resolve_image_root(manifest, raw)
     setting = setting_hash(cfg)
-    st = DescriptionStore(store)
-    todo = [r for r in records if st.get(r.sha256, setting) is None or st.get(r.sha256, setting).get("error")]
-    log.info("%s: %d images, %d already described with setting %s, %d to do", dataset, len(records),
-             len(records) - len(todo), setting, len(todo))
-    if todo:
-        describer = build_describer(cfg, raw_root=raw)
-        bar = tqdm(total=len(todo), unit="img", desc=f"describe {dataset}")
-        for i in range(0, len(todo), describer.max_batch):
-            batch = todo[i:i + describer.max_batch]
-            items = [DescribeItem(r.id, (raw / r.path).resolve(), r.sha256) for r in batch]
-            for r, ans in zip(batch, describer.describe_batch(items), strict=True):
-                descs = parse_descriptions(ans.raw, cfg.n_descriptions) if not ans.error else []
-                error = ans.error or (None if descs else "empty answer: no descriptions found")
-                st.add({"key": record_key(r.sha256, setting), "setting": setting, "sha256": r.sha256,
-                        "image_id": r.id, "backend": cfg.backend, "model": cfg.model, "raw": ans.raw,
-                        "descriptions": descs, "n_found": len(descs), "error": error, "time": time.time()})
-            bar.update(len(batch))
-        bar.close()
-    st.close()
+    part = parse_shard(shard) if shard else None
+    with DescriptionStore(store) as st:
+        if merge:
+            merge_stores(st, merge, setting=setting, wanted={r.sha256: r.id for r in records})
+        todo = plan_work(records, st, cfg, setting, raw_root=raw, shard=part)
+        log.info("%s%s: %d images, %d to describe with setting %s (%s %s)", dataset,
+                 f" shard {shard}" if shard else "", len(records), len(todo), setting, cfg.backend, cfg.model)
+        run = {}
+        if todo:
+            describer = build_describer(cfg, raw_root=raw)
+            run = describe_images(describer, todo, store=st, cfg=cfg, setting=setting,
+                                  desc=f"describe {dataset}" + (f" {shard}" if shard else ""))
+        if part is not None:
+            # A shard's view is partial by design: the full output is written after the merge.
+            log.info("%s shard %s done: %s", dataset, shard, run)
+            return {"dataset": dataset, "shard": shard, "setting": setting, "run": run}
+        rows, problems, totals = collect_descriptions(records, st, cfg, setting)
 
-    st = DescriptionStore(store)
-    errors, hist = [], Counter()
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w") as f:
-        for r in records:
-            rec = st.get(r.sha256, setting)
-            if rec is None or rec.get("error"):
-                errors.append(f"{r.id}: {rec['error'] if rec else 'not described'}")
-                continue
-            if len(rec["descriptions"]) < cfg.n_descriptions and cfg.on_too_few == "fail":
-                errors.append(f"{r.id}: {len(rec['descriptions'])} descriptions < {cfg.n_descriptions}")
-                continue
-            hist[len(rec["descriptions"])] += 1
-            f.write(json.dumps({"id": r.id, "sha256": r.sha256, "label": r.label, "split": r.split,
-                                "descriptions": rec["descriptions"]}) + "\n")
-    st.close()
-    summary = {"dataset": dataset, "setting": setting, "images": len(records), "errors": len(errors),
-               "descriptions_per_image": dict(sorted(hist.items()))}
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    summary = {"dataset": dataset, "setting": setting, "backend": cfg.backend, "model": cfg.model,
+               "images": len(records), "described": len(rows), "errors": len(problems), **totals, "run": run}
     out.with_name("summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    if errors:
-        raise ValueError(f"{dataset}: {len(errors)} image(s) without usable descriptions (stored answers kept "
-                         f"in {store}; re-run to retry):\n  " + "\n  ".join(errors[:20]))
-    log.info("%s: descriptions per image %s", dataset, dict(hist))
+    log.info("%s: %d/%d images described, descriptions per image %s, %d too few, %d errors, tokens %d+%d",
+             dataset, len(rows), len(records), totals["descriptions_per_image"], totals.get("too_few", 0),
+             len(problems), totals.get("prompt_tokens", 0), totals.get("completion_tokens", 0))
+    if problems:
+        raise ValueError(f"{dataset}: {len(problems)} image(s) without usable descriptions (stored answers kept "
+                         f"in {store}; re-run to retry):\n  " + "\n  ".join(problems[:20]))
     return summary
 
 
 def cli() -> None:
     parser = stage_parser(__doc__)
-    for name in ("raw", "manifest", "store", "out"):
+    for name in ("raw", "manifest", "store"):
         parser.add_argument(f"--{name}", type=Path, required=True)
+    parser.add_argument("--out", type=Path, help="descriptions.jsonl (required unless --shard)")
     parser.add_argument("--dataset", required=True)
-    run_stage(lambda a, p: main(p, dataset=a.dataset, raw=a.raw, manifest=a.manifest, store=a.store,
-                                out=a.out), parser)
+    parser.add_argument("--shard", help="i/n: describe only shard i of n into --store, write no --out")
+    parser.add_argument("--merge", type=Path, nargs="+", help="shard stores to merge into --store first")
+
+    def run(a, p) -> None:
+        if a.out is None and a.shard is None:
+            parser.error("--out is required unless --shard is given")
+        main(p, dataset=a.dataset, raw=a.raw, manifest=a.manifest, store=a.store, out=a.out, shard=a.shard,
+             merge=a.merge)
+
+    run_stage(run, parser)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from lmmreg.artifacts import Artifact, save_artifact
 from lmmreg.cli import run_stage, stage_parser
 from lmmreg.config import Params, stable_hash
 from lmmreg.data.manifest import load_manifest
-from lmmreg.describe import setting_hash
+from lmmreg.describe.setting import setting_hash
 from lmmreg.encoders import build_clip, clip_meta, encode_texts
 
 log = logging.getLogger(__name__)

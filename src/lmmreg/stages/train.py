@@ -19,9 +19,10 @@ from lmmreg.artifacts import check_aligned, load_artifact
 from lmmreg.cli import run_stage, stage_parser
 from lmmreg.config import Params, to_dict
 from lmmreg.data.manifest import manifest_digest
-from lmmreg.describe import setting_hash
+from lmmreg.describe.setting import setting_hash
 from lmmreg.encoders import VisionTail, build_clip
-from lmmreg.methods import MethodInputs, method_alpha, run_identity, run_method
+from lmmreg.identity import method_alpha, run_identity
+from lmmreg.methods import MethodInputs, run_method
 from lmmreg.stats import compactness, mean_std
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,222 @@
+"""`openai` backend: any OpenAI-compatible chat-completions server (vLLM, SGLang, Ollama, llama.cpp, hosted APIs).
+
+Each image goes as a base64 data URL content part next to the prompt. Requests run concurrently
+(`options.concurrency` in flight, on one asyncio loop in a worker thread) and answers are handed back
+the moment each completes, so the store records them as they arrive. 429, 5xx, timeouts, dropped
+connections and malformed replies are retried with exponential backoff and jitter (honouring
+`Retry-After`); after `max_retries` the image becomes an error record that the next run retries. 401,
+403 and 404 mean the address, model or key is wrong for every image: the stage stops at once.
+
+The API key is read from the environment variable named by `options.api_key_env`; it is sent only in
+the Authorization header, never logged, stored, hashed or sent to MLflow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import mimetypes
+import os
+import queue
+import random
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import httpx
+
+from lmmreg.config import ConfigError, DescribeConfig
+from lmmreg.describe.base import Answer, BackendError, DescribeItem, check_options, item_seed, option
+
+log = logging.getLogger(__name__)
+
+KNOWN_OPTIONS = {"base_url", "api_key_env", "concurrency", "timeout_s", "max_retries", "retry_base_s",
+                 "retry_max_wait_s", "send_repetition_penalty", "extra_body"}
+CONNECTIONS_PER_CLIENT = 4  # see _run: measured with benchmarks/bench_describe_openai.py
+FATAL_STATUS = {401, 403, 404}  # wrong key, wrong model or wrong address: no image will do better
+
+
+def image_data_url(path: Path) -> str:
+    """`data:<mime>;base64,...` of an image file, its bytes unchanged."""
+    mime = mimetypes.guess_type(path.name)[0]
+    if mime is None or not mime.startswith("image/"):
+        from PIL import Image  # only for odd suffixes
+
+        with Image.open(path) as im:
+            mime = Image.MIME.get(im.format or "", "image/jpeg")
+    return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
+
+
+def _message_text(content) -> str:
+    """`message.content` is a string, or (some servers) a list of typed parts."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    raise TypeError(f"message.content is {type(content).__name__}")
+
+
+class OpenAIChatDescriber:
+    max_batch = 1024  # only used by describe_batch callers; describe_iter streams any number
+
+    def __init__(self, cfg: DescribeConfig):
+        check_options(cfg, KNOWN_OPTIONS)
+        if not cfg.model:
+            raise ConfigError("describe.model: the openai backend needs the served model name "
+                              "(e.g. Qwen/Qwen2.5-VL-7B-Instruct for `vllm serve Qwen/Qwen2.5-VL-7B-Instruct`)")
+        self.cfg = cfg
+        self.base_url = option(cfg, "base_url", str, why="e.g. http://127.0.0.1:8000/v1").rstrip("/")
+        self.concurrency = option(cfg, "concurrency", int, 16, check=lambda v: v >= 1, why="must be >= 1")
+        self.timeout_s = option(cfg, "timeout_s", float, 300.0, check=lambda v: v > 0, why="must be > 0")
+        self.max_retries = option(cfg, "max_retries", int, 6, check=lambda v: v >= 0, why="must be >= 0")
+        self.retry_base_s = option(cfg, "retry_base_s", float, 1.0, check=lambda v: v >= 0, why="must be >= 0")
+        self.retry_max_wait_s = option(cfg, "retry_max_wait_s", float, 60.0, check=lambda v: v >= 0)
+        self.send_repetition_penalty = option(cfg, "send_repetition_penalty", bool, True)
+        self.extra_body = option(cfg, "extra_body", dict, {})
+        key_env = option(cfg, "api_key_env", str, "")
+        self._api_key = ""
+        if key_env:
+            self._api_key = os.environ.get(key_env, "")
+            if not self._api_key:
+                raise ConfigError(f"describe.options.api_key_env: environment variable {key_env} is not set or empty")
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._api_key, "***") if self._api_key else text
+
+    def build_payload(self, item: DescribeItem, data_url: str) -> dict:
+        cfg = self.cfg
+        body = {
+            "model": cfg.model,
+            "messages": [{"role": "user", "content": [
+                {"type": "text", "text": cfg.prompt},
+                {"type": "image_url", "image_url": {"url": data_url}},
+            ]}],
+            "max_tokens": cfg.max_new_tokens,
+            "temperature": cfg.temperature,
+            "top_p": cfg.top_p,
+            "seed": item_seed(cfg.seed, item.sha256, item.attempt),
+        }
+        if self.send_repetition_penalty:
+            body["repetition_penalty"] = cfg.repetition_penalty  # vLLM/SGLang extension; hosted APIs reject it
+        return {**body, **self.extra_body}
+
+    def _client(self, connections: int) -> httpx.AsyncClient:
+        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        return httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=self.timeout_s, limits=limits)
+
+    def _backoff(self, attempt: int, retry_after: str | None) -> float:
+        if retry_after:
+            try:
+                return min(float(retry_after), self.retry_max_wait_s)
+            except ValueError:
+                pass  # an HTTP date: fall back to our own schedule
+        # Full jitter keeps many clients that failed together from retrying together.
+        return min(self.retry_max_wait_s, self.retry_base_s * 2 ** attempt) * (0.5 + random.random() / 2)
+
+    async def describe_one(self, client: httpx.AsyncClient, item: DescribeItem) -> Answer:
+        try:
+            payload = self.build_payload(item, image_data_url(item.path))
+        except OSError as e:
+            return Answer(raw="", error=f"{item.path}: cannot read image ({e})")
+        problem = ""
+        for attempt in range(self.max_retries + 1):
+            retry_after = None
+            try:
+                resp = await client.post("/chat/completions", json=payload)
+            except httpx.TransportError as e:  # timeouts, refused or dropped connections
+                problem = f"{type(e).__name__}: {e}"
+            else:
+                if resp.status_code == 200:
+                    try:
+                        data = resp.json()
+                        choice = data["choices"][0]
+                        usage = data.get("usage") or {}
+                        return Answer(raw=_message_text(choice["message"].get("content")),
+                                      truncated=choice.get("finish_reason") == "length",
+                                      prompt_tokens=usage.get("prompt_tokens"),
+                                      completion_tokens=usage.get("completion_tokens"),
+                                      extra={"finish_reason": choice.get("finish_reason")})
+                    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
+                        problem = f"malformed reply ({type(e).__name__}: {e}): {resp.text[:200]!r}"
+                else:
+                    problem = f"HTTP {resp.status_code}: {self._redact(resp.text[:300])}"
+                    if resp.status_code in FATAL_STATUS:
+                        raise BackendError(f"{self.base_url}/chat/completions, model {self.cfg.model!r}: {problem} "
+                                           "(check describe.options.base_url, describe.model and the API key)")
+                    if resp.status_code != 429 and resp.status_code < 500 and resp.status_code != 408:
+                        return Answer(raw="", error=problem)  # this image's request is bad; retrying won't help
+                    retry_after = resp.headers.get("retry-after")
+            if attempt < self.max_retries:
+                wait = self._backoff(attempt, retry_after)
+                log.debug("%s: %s; retry %d/%d in %.2fs", item.image_id, problem, attempt + 1, self.max_retries, wait)
+                await asyncio.sleep(wait)
+        return Answer(raw="", error=f"gave up after {self.max_retries + 1} attempts: {problem}")
+
+    async def _run(self, items: list[DescribeItem], out: queue.Queue, stop: threading.Event,
+                   running: dict) -> None:
+        todo = iter(items)  # shared by the workers; safe on one event loop
+
+        async def worker(client: httpx.AsyncClient) -> None:
+            for item in todo:
+                if stop.is_set():
+                    return
+                out.put((item, await self.describe_one(client, item)))
+
+        n_workers = min(self.concurrency, len(items))
+        # httpx's connection pool slows down sharply as it grows (one 64-connection client: 110 req/s against
+        # an instant local server, vs 590 at 8), so workers share small clients (64 workers: ~500 req/s).
+        per = CONNECTIONS_PER_CLIENT
+        clients = [self._client(min(per, n_workers)) for _ in range(-(-n_workers // per))]
+        async with contextlib.AsyncExitStack() as stack:
+            for c in clients:
+                await stack.enter_async_context(c)
+            workers = [asyncio.create_task(worker(clients[i % len(clients)])) for i in range(n_workers)]
+            running.update(loop=asyncio.get_running_loop(), workers=workers)
+            try:
+                await asyncio.gather(*workers)
+            finally:
+                for w in workers:
+                    w.cancel()
+
+    def describe_iter(self, items: Iterable[DescribeItem]) -> Iterator[tuple[DescribeItem, Answer]]:
+        items = list(items)
+        if not items:
+            return
+        out: queue.Queue = queue.Queue()
+        stop = threading.Event()
+        running: dict = {}  # the worker thread's loop and tasks, to cancel them from this thread
+        done = object()
+
+        def run() -> None:
+            try:
+                asyncio.run(self._run(items, out, stop, running))
+            except BaseException as e:  # handed to the consumer thread, which re-raises it
+                out.put(e)
+            finally:
+                out.put(done)
+
+        thread = threading.Thread(target=run, name="openai-describer", daemon=True)
+        thread.start()
+        try:
+            while (got := out.get()) is not done:
+                if isinstance(got, BaseException):
+                    raise got
+                yield got
+        finally:
+            # The consumer stopped early (error, Ctrl-C): abandon the requests in flight rather than wait
+            # up to timeout_s for them; their images were never stored, so the next run asks again.
+            stop.set()
+            loop = running.get("loop")
+            if thread.is_alive() and loop is not None:
+                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                    loop.call_soon_threadsafe(lambda: [w.cancel() for w in running["workers"]])
+            thread.join(timeout=10)
+
+    def describe_batch(self, items: list[DescribeItem]) -> list[Answer]:
+        got = {id(item): ans for item, ans in self.describe_iter(items)}
+        return [got[id(item)] for item in items]

@@ -1,0 +1,32 @@
+"""The describe setting hash: which answers in the store belong to the current configuration.
+
+Kept apart from the backends so that stages needing only the hash (embed_text, train, report) do not
+depend on, and are not re-run by edits to, backend code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from lmmreg.config import DescribeConfig, stable_hash
+
+# Option keys that never enter the setting hash: they say where or how fast to run, not what to ask
+# (secrets' names, machine-local addresses, throughput knobs). Changing them re-uses stored answers.
+UNHASHED_OPTIONS = {"api_key_env", "concurrency", "timeout_s", "max_retries", "batch_size", "device",
+                    "base_url", "dtype", "attn_implementation", "gpu_id", "retry_base_s", "retry_max_wait_s"}
+
+
+def setting_hash(cfg: DescribeConfig) -> str:
+    """Identifies one describe setting (backend, model, prompt, generation settings): the store key.
+
+    For the `file` backend the imported file's content is part of the setting (when it exists), so
+    importing a corrected file replaces the old answers instead of silently reusing them."""
+    options = {k: v for k, v in cfg.options.items() if k not in UNHASHED_OPTIONS}
+    if cfg.backend == "file" and isinstance(cfg.options.get("path"), str) and Path(cfg.options["path"]).is_file():
+        options["_content_sha256"] = hashlib.sha256(Path(cfg.options["path"]).read_bytes()).hexdigest()
+    return stable_hash({
+        "backend": cfg.backend, "model": cfg.model, "prompt": cfg.prompt, "n": cfg.n_descriptions,
+        "temperature": cfg.temperature, "top_p": cfg.top_p, "max_new_tokens": cfg.max_new_tokens,
+        "repetition_penalty": cfg.repetition_penalty, "seed": cfg.seed, "options": options,
+    })

@@ -1,0 +1,75 @@
+"""dvc.yaml owns paths and order: every stage runs its module, and its deps list exactly what it imports."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+SRC = REPO / "src"
+
+
+def _module_file(name: str) -> Path | None:
+    base = SRC / Path(*name.split("."))
+    for cand in (base.with_suffix(".py"), base / "__init__.py"):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def _holds_no_logic(path: Path) -> bool:
+    """A package `__init__` with only a docstring and `__version__`: it changes no result."""
+    body = ast.parse(path.read_text()).body
+    def inert(n: ast.stmt) -> bool:
+        if isinstance(n, ast.Expr):
+            return isinstance(n.value, ast.Constant)
+        return isinstance(n, ast.Assign) and [getattr(t, "id", None) for t in n.targets] == ["__version__"]
+
+    return all(inert(n) for n in body)
+
+
+def imported_files(module: str) -> set[Path]:
+    """Every lmmreg source file `module` imports, transitively, lazy (in-function) imports included."""
+    seen: set[Path] = set()
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        path = _module_file(name)
+        if path is None or path in seen:
+            continue
+        seen.add(path)
+        parts = name.split(".")
+        for i in range(1, len(parts)):  # importing a.b.c runs a/__init__ and a/b/__init__ too
+            todo.append(".".join(parts[:i]))
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("lmmreg"):
+                todo.append(node.module)
+                todo += [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                todo += [a.name for a in node.names if a.name.startswith("lmmreg")]
+    return {p for p in seen if not (p.name == "__init__.py" and _holds_no_logic(p))}
+
+
+def _stages() -> dict[str, dict]:
+    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    return {name: (s["do"] if "do" in s else s) for name, s in spec.items()}
+
+
+@pytest.mark.parametrize("stage", sorted(_stages()))
+def test_stage_deps_cover_exactly_its_imports(stage):
+    spec = _stages()[stage]
+    assert f"python -m lmmreg.stages.{stage} " in " ".join(spec["cmd"].split()) + " "
+    src_deps = [REPO / d for d in spec["deps"] if d.startswith("src/")]
+    imports = imported_files(f"lmmreg.stages.{stage}")
+
+    def covered(f: Path) -> bool:
+        return any(f == d or d in f.parents for d in src_deps)
+
+    uncovered = sorted(str(f.relative_to(REPO)) for f in imports if not covered(f))
+    assert not uncovered, f"stage {stage}: deps miss {uncovered}"
+    unused = sorted(str(d.relative_to(REPO)) for d in src_deps if not any(f == d or d in f.parents for f in imports))
+    assert not unused, f"stage {stage}: deps list {unused}, which it does not import"
