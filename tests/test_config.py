@@ -65,3 +65,26 @@ def test_params_are_frozen_and_hash_stably():
     assert stable_hash(a) != stable_hash(parse_params(small_raw_params(alpha=0.5)))
     with pytest.raises(AttributeError):
         a.alpha = 1.0  # type: ignore[misc]
+
+
+def test_paper_setting_is_a_parameter_change_only():
+    """configs/paper.yaml is the demo's params.yaml with the documented keys switched, nothing else."""
+    from lmmreg.config import to_dict
+    from lmmreg.report import is_demo
+
+    demo, paper = load_params(REPO / "params.yaml"), load_params(REPO / "configs/paper.yaml")
+    assert paper.datasets == ["ucf101", "era", "bar"]
+    assert (paper.clip.model, paper.clip.pretrained) == ("ViT-L-14-quickgelu", "openai")
+    assert paper.describe.backend == "openai" and paper.describe.options["base_url"].startswith("http://")
+    assert not is_demo(paper) and is_demo(demo)
+
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    a, b = flat(to_dict(demo)), flat(to_dict(paper))
+    changed = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+    assert changed == ["clip.model", "clip.pretrained", "datasets", "describe.backend", "describe.model",
+                       "describe.options.base_url", "describe.options.concurrency", "describe.options.noise"]

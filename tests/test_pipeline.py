@@ -36,7 +36,9 @@ def test_pipeline_report_and_snapshot(small_params, mlflow_root):
     metrics = json.loads((root / "metrics/demo.json").read_text())
     assert set(metrics["test_acc"]) == set(small_params.train.methods) and metrics["parent_run_id"]
     assert (root / "models/demo/lmm_reg_s0.pt").is_file()
-    assert len((root / "plots/demo.csv").read_text().splitlines()) > 1
+    curves = (root / "plots/demo.csv").read_text().splitlines()
+    assert curves[0].split(",")[0] == "epoch" and {"finetune", "lmm_reg"} <= set(curves[0].split(","))
+    assert len(curves) == 1 + small_params.train.epochs
 
     # A second alpha: the same configuration but for alpha, as `dvc exp run -S alpha=0.5` logs it.
     other = dataclasses.replace(small_params, alpha=0.5,

@@ -48,6 +48,20 @@ def load_inputs(params: Params, *, features: Path, text: Path, centroids: Path) 
     return inputs, [i for i, t in zip(feats.ids, test.tolist(), strict=True) if t]
 
 
+def write_curves(curves: list[dict], path: Path) -> None:
+    """Per-epoch test accuracy, mean over seeds, one column per trained method (for `dvc plots show`)."""
+    by_method: dict[str, dict[int, list[float]]] = {}
+    for c in curves:
+        by_method.setdefault(c["method"], {}).setdefault(c["epoch"], []).append(c["test_acc"])
+    epochs = max((len(v) for v in by_method.values()), default=0)
+    methods = [m for m, v in by_method.items() if len(v) == epochs and epochs > 1]  # zero-shot has one point
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as f:
+        f.write(",".join(["epoch", *methods]) + "\n")
+        for e in range(1, epochs + 1):
+            f.write(",".join([str(e), *(f"{sum(by_method[m][e]) / len(by_method[m][e]):.4f}" for m in methods)]) + "\n")
+
+
 def main(params: Params, *, dataset: str, manifest: Path, features: Path, text: Path, centroids: Path,
          models: Path, metrics: Path, plots: Path, device: str = "cpu") -> dict:
     inputs, test_ids = load_inputs(params, features=features, text=text, centroids=centroids)
@@ -107,11 +121,7 @@ def main(params: Params, *, dataset: str, manifest: Path, features: Path, text: 
         "test_acc_std": {m: s["test_acc_std"] for m, s in summary.items()},
     }, indent=1) + "\n")
     (models / "runs.json").write_text(json.dumps({"parent_run_id": logger.parent_id, "methods": summary}, indent=1))
-    plots.parent.mkdir(parents=True, exist_ok=True)
-    with plots.open("w") as f:
-        f.write("method,seed,epoch,test_acc\n")
-        for c in curves:
-            f.write(f"{c['method']},{c['seed']},{c['epoch']},{c['test_acc']:.4f}\n")
+    write_curves(curves, plots)
     return summary
 
 
