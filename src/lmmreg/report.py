@@ -269,8 +269,8 @@ def build_tables(snap: Snapshot, params: Params, classes: dict[str, list[str]]) 
            f"lr = {params.train.lr}, batch = {params.train.batch_size}, optimizer = {params.train.optimizer}, "
            f"J_reg reduction = {params.train.reg_reduction}, normalize = {params.train.normalize}, reported epoch = "
            f"{params.train.report_epoch}; CLIP {params.clip.model} ({params.clip.pretrained or 'random init'}), "
-           f"unlocked_groups = {params.clip.unlocked_groups}; LMM backend {params.describe.backend} "
-           f"{params.describe.model}.".replace("  ", " "), "",
+           f"unlocked_groups = {params.clip.unlocked_groups}; LMM backend {params.describe.backend}"
+           f"{' ' + params.describe.model if params.describe.model else ''}.", "",
            f"Cells: mean ± std over seeds [{pct}% bootstrap interval over test images of the seed-averaged "
            "accuracy] (n = seeds). Paper: the single-run number the paper reports; Δ = reproduced mean − paper.", ""]
     rows_csv: list[dict] = []
@@ -340,7 +340,15 @@ def build_tables(snap: Snapshot, params: Params, classes: dict[str, list[str]]) 
     if snap.missing:
         md += ["## Missing runs", "", "No finished MLflow run of the current configuration for:", ""]
         md += [f"- {m}" for m in snap.missing] + [""]
-    md += ["Literature rows are the numbers those papers report, quoted by the paper; this project does not re-run "
+    paper_ds = ("ucf101", "era", "bar")
+    md += ["## The paper's numbers (Tables 1-2 as published, single runs, for reference)", "",
+           "| Method | " + " | ".join(DATASET_TITLES[d] for d in paper_ds) + " |", "|---|---|---|---|"]
+    md += [f"| {name} {ref} (reported in {ref}) | " + " | ".join(_fmt(vals.get(d), 3) if d in vals else "-"
+                                                                for d in paper_ds) + " |"
+           for name, ref, vals in LITERATURE]
+    md += [f"| {METHOD_TITLES[m]} | " + " | ".join(_fmt(PAPER[m][d], 3) for d in paper_ds) + " |"
+           for m in ("linear_probe", "concat", "finetune", "lmm_reg")]
+    md += ["", "Literature rows are the numbers those papers report, quoted by the paper; this project does not re-run "
            "them. Zero-shot rows are extra (not in the paper).", ""]
     return "\n".join(md), rows_csv, _latex(rows_csv, dss)
 
