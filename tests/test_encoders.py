@@ -183,3 +183,12 @@ def test_bf16_text_on_gpu_close_to_fp32():
     assert got.precision in ("bf16", "fp16")
     cos = torch.nn.functional.cosine_similarity(got.emb, want, dim=-1)
     assert cos.min() > 0.99, cos
+
+
+def test_parallel_tokenization_equals_serial():
+    tok = open_clip.get_tokenizer("ViT-B-32")
+    texts = TEXTS * 30
+    serial = tokenize_texts(tok, texts)
+    parallel = tokenize_texts(tok, texts, workers=2, chunk=64)
+    for a, b in zip(serial, parallel, strict=True):
+        assert torch.equal(a, b)

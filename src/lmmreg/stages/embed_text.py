@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 
 
 def main(params: Params, *, manifest: Path, descriptions: Path, out: Path, device: str = "cpu",
-         batch_size: int = 256, precision: str = "auto") -> None:
+         batch_size: int = 256, precision: str = "auto", workers: int = 0) -> None:
     model, _, tokenizer = build_clip(params.clip, device=device)  # first: missing weights fail before any work
     records, classes = load_manifest(manifest)
     by_id = {}
@@ -51,7 +52,8 @@ def main(params: Params, *, manifest: Path, descriptions: Path, out: Path, devic
             owner.append(k)
             ids.append(f"{r.id}#{j}")
             labels.append(r.label)
-    enc = embed_texts(model, tokenizer, texts, batch_size=batch_size, device=device, precision=precision)
+    enc = embed_texts(model, tokenizer, texts, batch_size=batch_size, device=device, precision=precision,
+                      workers=workers)
     emb = enc.emb  # [M, D]
     if enc.n_truncated:
         log.warning("%d of %d descriptions are longer than CLIP's %d tokens and were truncated (e.g. %r)",
@@ -88,9 +90,11 @@ def cli() -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="default: 1024 on CUDA, 256 on CPU")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
                         help="auto = bf16 (fp16 without bf16) autocast on CUDA, fp32 on CPU")
+    parser.add_argument("--workers", type=int, default=min(8, (os.cpu_count() or 1) - 1),
+                        help="tokenization processes")
     run_stage(lambda a, p: main(p, manifest=a.manifest, descriptions=a.descriptions, out=a.out, device=a.device,
                                 batch_size=a.batch_size or (1024 if a.device.startswith("cuda") else 256),
-                                precision=a.precision), parser)
+                                precision=a.precision, workers=a.workers), parser)
 
 
 if __name__ == "__main__":
