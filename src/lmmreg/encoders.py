@@ -267,7 +267,8 @@ def tokenize_texts(tokenizer, texts: Sequence[str], *, workers: int = 0,
         from concurrent.futures import ProcessPoolExecutor
 
         parts = [texts[i:i + chunk] for i in range(0, len(texts), chunk)]
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=_init_tokenizer_worker,
+        # spawn, not fork: a fork after torch has started its OpenMP threads can hang the child
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_tokenizer_worker,
                                  initargs=(tokenizer,)) as pool:
             done = list(pool.map(_tokenize_chunk, parts))
         return tuple(torch.cat([d[k] for d in done]) for k in range(3))  # type: ignore[return-value]
