@@ -185,6 +185,7 @@ def test_bf16_text_on_gpu_close_to_fp32():
     assert cos.min() > 0.99, cos
 
 
+@pytest.mark.slow  # spawning workers imports torch in each
 def test_parallel_tokenization_equals_serial():
     tok = open_clip.get_tokenizer("ViT-B-32")
     texts = TEXTS * 30
