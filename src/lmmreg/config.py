@@ -79,6 +79,9 @@ class ClipConfig:
     # open_clip's `lock_image_tower(unlocked_groups=...)`: 1 = only visual.proj trains (the paper).
     unlocked_groups: Literal[1, 2] = 1
     class_prompt: str = "a photo of a {}."
+    # K augmented views per training image (open_clip's train transform, seeded by init_seed), cached beside
+    # the clean view; 0 = none (the paper states no augmentation).
+    augment_views: int = 0
 
 
 Method = Literal["zero_shot", "zero_shot_lmm", "linear_probe", "concat", "finetune", "lmm_reg"]

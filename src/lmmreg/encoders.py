@@ -1,17 +1,22 @@
-"""CLIP through open_clip: building the model, encoding text, caching image features at the
-trainable boundary, and the trainable tail that continues from that cache.
+"""CLIP through open_clip: building the model (weights found before any work), encoding text fast,
+caching image features at the trainable boundary, and the trainable tail that continues from that cache.
 
 The boundary follows open_clip's `lock_image_tower(unlocked_groups=g)`:
   g = 1: only `visual.proj` trains. Cache: the pooled `ln_post` class token, [N, width].
   g = 2: the last residual block and `ln_post` train too. Cache: tokens entering the last block, [N, T, width].
-`VisionTail(g)` applied to the cache equals the rest of `model.visual` (tests prove logits and grads).
+`VisionTail(g)` applied to the cache equals the rest of `model.visual` (tests/test_equivalence.py proves
+logits and gradients). Text is encoded sorted by length and padded only to the longest text of each batch,
+which equals 77-token padding for CLIP's causal text tower (tests/test_encoders.py proves it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
+import os
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -24,6 +29,15 @@ from lmmreg.config import ClipConfig
 log = logging.getLogger(__name__)
 
 _REGISTERED = False
+# Where downloaded weights live besides open_clip's defaults; not in params.yaml (it changes no result).
+CACHE_ENV = "LMMREG_CLIP_CACHE"
+_OFFLINE_ENVS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "LMMREG_OFFLINE")
+_PREPROCESS_KEYS = {"mean": "image_mean", "std": "image_std", "interpolation": "image_interpolation",
+                    "resize_mode": "image_resize_mode"}
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """Pretrained weights that are not on this machine and cannot be downloaded; says how to fetch them."""
 
 
 def register_model_configs() -> None:
@@ -34,30 +48,161 @@ def register_model_configs() -> None:
         _REGISTERED = True
 
 
+def _looks_like_path(value: str) -> bool:
+    return os.sep in value or value.startswith((".", "~")) or value.endswith((".pt", ".pth", ".bin", ".safetensors"))
+
+
 def check_clip_config(cfg: ClipConfig) -> None:
     """Refuse combinations that build a model different from the one the weights were trained as."""
     register_model_configs()
     if cfg.model not in open_clip.list_models():
         raise ValueError(f"clip.model: {cfg.model!r} is not an open_clip architecture "
                          f"(see open_clip.list_models(); the paper uses ViT-L-14-quickgelu)")
+    if cfg.augment_views < 0:
+        raise ValueError(f"clip.augment_views: must be >= 0, got {cfg.augment_views}")
+    if not cfg.pretrained or _looks_like_path(cfg.pretrained):
+        return
     model_cfg = open_clip.get_model_config(cfg.model) or {}
-    if cfg.pretrained == "openai" and not model_cfg.get("quick_gelu", False):
+    tag_cfg = open_clip.get_pretrained_cfg(cfg.model, cfg.pretrained)
+    base = cfg.model.removesuffix("-quickgelu")
+    if not tag_cfg:  # the tag may exist for the twin architecture only (openai is listed under both)
+        tag_cfg = open_clip.get_pretrained_cfg(base, cfg.pretrained)
+    if not tag_cfg:
+        tags = open_clip.list_pretrained_tags_by_model(cfg.model)
+        raise ValueError(f"clip.pretrained: {cfg.pretrained!r} is neither a pretrained tag of {cfg.model} "
+                         f"(known: {tags}) nor a checkpoint path")
+    # OpenAI's weights (and a few others) were trained with QuickGELU; open_clip only warns on a mismatch.
+    wants_quick = bool(tag_cfg.get("quick_gelu", False)) or cfg.pretrained == "openai"
+    has_quick = bool(model_cfg.get("quick_gelu", False))
+    if wants_quick and not has_quick:
         raise ValueError(
-            f"clip.model: {cfg.model!r} with clip.pretrained: openai builds GELU, but OpenAI's weights were "
+            f"clip.model: {cfg.model!r} with clip.pretrained: {cfg.pretrained} builds GELU, but these weights were "
             f"trained with QuickGELU (open_clip only warns). Use {cfg.model}-quickgelu."
         )
+    if has_quick and not wants_quick:
+        raise ValueError(f"clip.model: {cfg.model!r} builds QuickGELU, but {cfg.pretrained} weights were trained "
+                         f"with GELU (open_clip only warns). Use {base}.")
 
 
-def build_clip(cfg: ClipConfig, *, device: str | torch.device = "cpu"):
-    """Return (model, preprocess, tokenizer) in eval mode. `pretrained: ""` means random init (demo)."""
+@dataclass(frozen=True)
+class Weights:
+    """Where a model's weights come from: a local file (or None for random init) and the tag's preprocessing."""
+
+    path: str | None
+    source: str  # "random-init", "file", "cache" or "download"
+    preprocess: dict = field(default_factory=dict)
+
+
+def _cache_dirs(cache_dir: str | os.PathLike | None) -> list[str | None]:
+    dirs = [cache_dir or os.environ.get(CACHE_ENV)]
+    return [str(d) for d in dirs if d] + [None]  # None = the library's own default location
+
+
+def find_cached_weights(tag_cfg: dict, cache_dir: str | os.PathLike | None = None) -> str | None:
+    """The local file open_clip would load for a pretrained tag, looked up without any network access.
+
+    Honours the places open_clip downloads to: the Hugging Face hub cache (`cache_dir`, else `HF_HUB_CACHE` /
+    `HF_HOME`) for `hf_hub` weights, and `cache_dir` or `~/.cache/clip` for plain URLs.
+    """
+    if tag_cfg.get("file"):
+        return tag_cfg["file"] if os.path.isfile(tag_cfg["file"]) else None
+    hub = tag_cfg.get("hf_hub", "")
+    if hub:
+        from huggingface_hub import try_to_load_from_cache
+        from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
+
+        repo_id, filename = os.path.split(hub)
+        filename = filename or HF_WEIGHTS_NAME
+        names = [filename[:-4] + ".safetensors"] if filename.endswith((".bin", ".pth")) else []
+        names = ([HF_SAFE_WEIGHTS_NAME] if filename == HF_WEIGHTS_NAME else names) + [filename]
+        for d in _cache_dirs(cache_dir):
+            for name in names:
+                hit = try_to_load_from_cache(repo_id, name, cache_dir=d)
+                if isinstance(hit, str) and os.path.isfile(hit):
+                    return hit
+    url = tag_cfg.get("url", "")
+    if url:
+        for d in _cache_dirs(cache_dir):
+            candidate = os.path.join(d or os.path.expanduser("~/.cache/clip"), os.path.basename(url))
+            if os.path.isfile(candidate):
+                return candidate
+    return None
+
+
+def _fetch_hint(model: str, tag: str, tag_cfg: dict, cache_dir: str | os.PathLike | None) -> str:
+    lines = []
+    if tag_cfg.get("hf_hub"):
+        repo_id, filename = os.path.split(tag_cfg["hf_hub"])
+        target = f" --cache-dir {cache_dir}" if cache_dir else ""
+        lines.append(f"  huggingface-cli download {repo_id} {filename or 'open_clip_pytorch_model.bin'}{target}")
+    if tag_cfg.get("url"):
+        d = cache_dir or "~/.cache/clip"
+        lines.append(f"  curl -L --create-dirs -o {d}/{os.path.basename(tag_cfg['url'])} {tag_cfg['url']}")
+    lines.append("  or set clip.pretrained to the path of a checkpoint you already have")
+    return "\n".join(lines)
+
+
+def _offline() -> bool:
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in _OFFLINE_ENVS)
+
+
+def resolve_weights(cfg: ClipConfig, *, cache_dir: str | os.PathLike | None = None,
+                    download: bool | None = None) -> Weights:
+    """Find the weights for `cfg` before any work is done, downloading only if allowed and possible.
+
+    `download=None` downloads unless an offline switch is set (HF_HUB_OFFLINE, TRANSFORMERS_OFFLINE,
+    LMMREG_OFFLINE). Missing weights raise :class:`WeightsNotFoundError` naming the file and how to fetch it.
+    """
     check_clip_config(cfg)
-    torch.manual_seed(cfg.init_seed)  # random init is part of the config, so it must be reproducible
-    model, _, preprocess = open_clip.create_model_and_transforms(
-        cfg.model, pretrained=cfg.pretrained or None, device=device
+    if not cfg.pretrained:
+        return Weights(None, "random-init")
+    if _looks_like_path(cfg.pretrained) or os.path.isfile(cfg.pretrained):
+        path = Path(cfg.pretrained).expanduser()
+        if not path.is_file():
+            raise WeightsNotFoundError(f"clip.pretrained: checkpoint file {path} not found")
+        return Weights(str(path), "file")
+    tag_cfg = open_clip.get_pretrained_cfg(cfg.model, cfg.pretrained)
+    preprocess = {k: tag_cfg[k] for k in _PREPROCESS_KEYS if k in tag_cfg}
+    hit = find_cached_weights(tag_cfg, cache_dir)
+    if hit:
+        return Weights(hit, "cache", preprocess)
+    wanted = tag_cfg.get("hf_hub") or tag_cfg.get("url") or tag_cfg.get("file")
+    download = (not _offline()) if download is None else download
+    why = "offline mode is set" if not download else ""
+    if download:
+        try:
+            log.info("downloading %s/%s weights (%s)", cfg.model, cfg.pretrained, wanted)
+            path = open_clip.download_pretrained(tag_cfg, cache_dir=str(cache_dir) if cache_dir else None)
+            if path and os.path.isfile(path):
+                return Weights(path, "download", preprocess)
+            why = "the download returned no file"
+        except Exception as e:  # any network / hub failure ends in the same clear message below
+            why = f"download failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    raise WeightsNotFoundError(
+        f"clip.pretrained: weights {cfg.model}/{cfg.pretrained} ({wanted}) are not in the local caches "
+        f"({', '.join(d or 'default' for d in _cache_dirs(cache_dir))}) and cannot be downloaded ({why}). "
+        f"Fetch them on a machine with internet:\n{_fetch_hint(cfg.model, cfg.pretrained, tag_cfg, cache_dir)}"
     )
+
+
+def build_clip(cfg: ClipConfig, *, device: str | torch.device = "cpu", cache_dir: str | os.PathLike | None = None):
+    """Return (model, preprocess, tokenizer) in eval mode. `pretrained: ""` means random init (demo)."""
+    weights = resolve_weights(cfg, cache_dir=cache_dir)
+    torch.manual_seed(cfg.init_seed)  # random init is part of the config, so it must be reproducible
+    kwargs = {_PREPROCESS_KEYS[k]: v for k, v in weights.preprocess.items()}
+    model, _, preprocess = open_clip.create_model_and_transforms(cfg.model, pretrained=weights.path, device=device,
+                                                                 **kwargs)
     model.eval()
     tokenizer = open_clip.get_tokenizer(cfg.model)
+    log.info("CLIP %s weights: %s%s", cfg.model, weights.source, f" ({weights.path})" if weights.path else "")
     return model, preprocess, tokenizer
+
+
+def build_train_transform(model: nn.Module):
+    """open_clip's own training augmentation (random resized crop, scale 0.9-1) for this model's preprocessing."""
+    from open_clip.transform import PreprocessCfg, image_transform_v2
+
+    return image_transform_v2(PreprocessCfg(**model.visual.preprocess_cfg), is_train=True)
 
 
 def clip_meta(cfg: ClipConfig) -> dict:
@@ -65,21 +210,159 @@ def clip_meta(cfg: ClipConfig) -> dict:
             "clip_init_seed": cfg.init_seed, "open_clip": open_clip.__version__}
 
 
+def autocast_for(device: str | torch.device, precision: str = "auto"):
+    """Autocast context for inference: bf16 (fp16 where bf16 is missing) on CUDA under "auto", fp32 on CPU."""
+    dev = torch.device(device)
+    if precision == "auto":
+        precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if dev.type == "cuda" else "fp32"
+    if precision == "fp32":
+        return contextlib.nullcontext(), "fp32"
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return torch.autocast(dev.type, dtype=dtype), precision
+
+
+# ---------------------------------------------------------------------------------------------- text
+
+
+@dataclass
+class TextEmbeddings:
+    emb: torch.Tensor  # [N, D] float32 on CPU, un-normalised as `encode_text` returns it
+    n_tokens: torch.Tensor  # [N] tokens incl. start/end before truncation (capped at context + 1)
+    truncated: torch.Tensor  # [N] bool: longer than the context (77), cut as open_clip's tokenizer cuts it
+    trimmed: bool  # batches padded only to their longest text
+    precision: str
+
+    @property
+    def n_truncated(self) -> int:
+        return int(self.truncated.sum())
+
+
+def _simple_tokenizer(tokenizer) -> bool:
+    return isinstance(tokenizer, open_clip.tokenizer.SimpleTokenizer) and tokenizer.reduction_fn is None
+
+
+_WORKER_TOKENIZER = None
+
+
+def _init_tokenizer_worker(tokenizer) -> None:
+    global _WORKER_TOKENIZER
+    _WORKER_TOKENIZER = tokenizer
+
+
+def _tokenize_chunk(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return tokenize_texts(_WORKER_TOKENIZER, texts)
+
+
+def tokenize_texts(tokenizer, texts: Sequence[str], *, workers: int = 0,
+                   chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Tokens exactly as `tokenizer(texts)` gives them [N, ctx], plus lengths [N] and truncated flags [N].
+
+    For CLIP's BPE tokenizer the texts are tokenized once at ctx + 1: a token at position ctx means the
+    text did not fit, and cutting there and ending with EOT is precisely what the tokenizer does at ctx.
+    BPE runs in Python (~10k texts/s per core): `workers > 0` spreads chunks over processes so the GPU waits less.
+    """
+    texts = list(texts)
+    if workers > 0 and len(texts) > chunk:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        parts = [texts[i:i + chunk] for i in range(0, len(texts), chunk)]
+        # spawn, not fork: a fork after torch has started its OpenMP threads can hang the child
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_tokenizer_worker,
+                                 initargs=(tokenizer,)) as pool:
+            done = list(pool.map(_tokenize_chunk, parts))
+        return tuple(torch.cat([d[k] for d in done]) for k in range(3))  # type: ignore[return-value]
+    ctx = tokenizer.context_length
+    if not _simple_tokenizer(tokenizer):
+        tokens = tokenizer(texts)
+        lengths = torch.full((len(texts),), tokens.shape[1])
+        return tokens, lengths, torch.zeros(len(texts), dtype=torch.bool)
+    wide = tokenizer(texts, context_length=ctx + 1)  # [N, ctx + 1]
+    truncated = wide[:, ctx] != 0
+    tokens = wide[:, :ctx].clone()
+    tokens[truncated, ctx - 1] = tokenizer.eot_token_id
+    nonzero = (tokens != 0).long()
+    lengths = ctx - nonzero.flip(1).argmax(1)  # position of the last non-pad token + 1 (EOT is never 0)
+    lengths = torch.where(truncated, torch.full_like(lengths, ctx + 1), lengths)
+    return tokens, lengths, truncated
+
+
+def can_trim_padding(model: nn.Module, tokenizer) -> bool:
+    """True when padding to the batch's longest text equals padding to the full context.
+
+    Holds for open_clip's `CLIP` text tower: a causal mask (no token sees the padding after it), pooling at
+    EOT / argmax / first token, and CLIP's tokenizer (padding after EOT only).
+    """
+    return (isinstance(model, open_clip.CLIP) and getattr(model, "attn_mask", None) is not None
+            and getattr(model, "text_pool_type", "") in ("argmax", "eos", "first") and _simple_tokenizer(tokenizer))
+
+
+def encode_text_tokens(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """`model.encode_text` for tokens padded to any length L <= context: [B, L] -> [B, D].
+
+    The same computation as open_clip's `CLIP.encode_text`, with the positional embedding and the causal
+    mask cut to L; only valid where :func:`can_trim_padding` holds.
+    """
+    from open_clip.transformer import text_global_pool
+
+    n = tokens.shape[1]
+    cast = model.transformer.get_cast_dtype()
+    x = model.token_embedding(tokens).to(cast)  # [B, L, W]
+    x = x + model.positional_embedding[:n].to(cast)
+    x = model.transformer(x, attn_mask=model.attn_mask[:n, :n])
+    x = model.ln_final(x)
+    x = text_global_pool(x, tokens, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None))
+    proj = model.text_projection
+    if proj is not None:
+        x = proj(x) if isinstance(proj, nn.Linear) else x @ proj
+    return x  # [B, D]
+
+
 @torch.inference_mode()
+def embed_texts(model, tokenizer, texts: Sequence[str], *, batch_size: int = 256, device: str | torch.device = "cpu",
+                precision: str = "auto", trim: bool | None = None, progress: bool = True,
+                workers: int = 0) -> TextEmbeddings:
+    """CLIP text embeddings of `texts` in their order, batched by length (longest first).
+
+    `trim=None` pads each batch only to its longest text wherever that is exact (:func:`can_trim_padding`);
+    `precision="auto"` is bf16/fp16 autocast on CUDA and fp32 on CPU; `workers` tokenization processes.
+    """
+    from tqdm import tqdm
+
+    tokens, lengths, truncated = tokenize_texts(tokenizer, texts, workers=workers)
+    trim = can_trim_padding(model, tokenizer) if trim is None else trim
+    if trim and not can_trim_padding(model, tokenizer):
+        raise ValueError(f"padding cannot be trimmed for {type(model).__name__} with {type(tokenizer).__name__}")
+    dim = model.text_projection.shape[-1] if getattr(model, "text_projection", None) is not None else None
+    ctx_mgr, precision = autocast_for(device, precision)
+    order = torch.argsort(lengths, descending=True, stable=True)
+    out: torch.Tensor | None = None
+    bar = tqdm(total=len(texts), unit="text", disable=not progress, desc="encode text")
+    for i in range(0, len(order), batch_size):
+        idx = order[i:i + batch_size]
+        batch = tokens[idx]
+        if trim:
+            batch = batch[:, :int(lengths[idx].clamp(max=tokens.shape[1]).max())]
+        batch = batch.to(device, non_blocking=True)
+        with ctx_mgr:
+            emb = (encode_text_tokens(model, batch) if trim else model.encode_text(batch)).float().cpu()
+        if out is None:
+            out = torch.empty(len(texts), emb.shape[1])
+        out[idx] = emb  # back to the caller's order
+        bar.update(len(idx))
+    bar.close()
+    if out is None:
+        out = torch.zeros(0, dim or 0)
+    return TextEmbeddings(out, lengths, truncated, trim, precision)
+
+
 def encode_texts(model, tokenizer, texts: Sequence[str], *, batch_size: int = 256,
                  device: str | torch.device = "cpu", progress: bool = True) -> torch.Tensor:
     """CLIP text embeddings (un-normalised, as `encode_text` returns them), [N, D] float32 on CPU."""
-    from tqdm import tqdm
+    return embed_texts(model, tokenizer, texts, batch_size=batch_size, device=device, progress=progress).emb
 
-    out = []
-    bar = tqdm(total=len(texts), unit="text", disable=not progress, desc="encode text")
-    for i in range(0, len(texts), batch_size):
-        tokens = tokenizer(list(texts[i:i + batch_size])).to(device)
-        out.append(model.encode_text(tokens).float().cpu())
-        bar.update(len(tokens))
-    bar.close()
-    dim = model.text_projection.shape[-1] if model.text_projection is not None else model.transformer.width
-    return torch.cat(out) if out else torch.zeros(0, dim)
+
+# --------------------------------------------------------------------------------------------- image
 
 
 def _check_plain_vit(visual: nn.Module) -> None:

@@ -2,6 +2,11 @@
 
     python -m lmmreg.stages.centroids --manifest data/prepared/demo --text data/text/demo \
         --out data/centroids/demo.pt
+
+Writes one row per class (id = class name, in `classes.json` order): `centroid` [C, D], `count` (training
+descriptions averaged) and `n_images` (training images they came from); the meta records how they were
+made (Eq. 1, train split only, un-normalised mean, the text artifact's CLIP model and describe setting).
+Test images never contribute. A class without any training description is an error naming the class.
 """
 
 from __future__ import annotations
@@ -22,11 +27,16 @@ log = logging.getLogger(__name__)
 def compute_centroids(emb: torch.Tensor, labels: torch.Tensor, is_train: torch.Tensor,
                       classes: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """C_l = mean of the description embeddings t_i^j of training images with label l. [C, D], counts [C]."""
+    if not (len(emb) == len(labels) == len(is_train)):
+        raise ValueError(f"{len(emb)} embeddings, {len(labels)} labels, {len(is_train)} split flags: not aligned")
     e, y = emb[is_train], labels[is_train]
+    if len(y) and not (0 <= int(y.min()) and int(y.max()) < len(classes)):
+        raise ValueError(f"labels outside 0..{len(classes) - 1} (classes.json lists {len(classes)} classes)")
     counts = torch.bincount(y, minlength=len(classes))
     empty = [classes[c] for c in range(len(classes)) if counts[c] == 0]
     if empty:
-        raise ValueError(f"no training descriptions for class(es) {empty}: cannot form their centroids")
+        raise ValueError(f"no training descriptions for class(es) {empty}: cannot form their centroids (Eq. 1); "
+                         "check the describe output and the train split of these classes")
     sums = torch.zeros(len(classes), emb.shape[1], dtype=emb.dtype).index_add_(0, y, e)
     return sums / counts[:, None].to(emb.dtype), counts
 
@@ -40,10 +50,25 @@ def main(params: Params, *, manifest: Path, text: Path, out: Path) -> None:
     if unknown:
         raise KeyError(f"{text / 'descriptions.pt'}: images not in {manifest}: {unknown[:3]} (re-run dvc repro)")
     is_train = torch.tensor([split_of[o] == "train" for o in owners])
-    cents, counts = compute_centroids(desc.tensors["emb"], desc.labels, is_train, classes)
-    save_artifact(out, Artifact(list(classes), torch.arange(len(classes)), {"centroid": cents, "count": counts},
-                                {**desc.meta, "split": "train", "eq": "1"}))
-    log.info("centroids [%d, %d] from %d training descriptions -> %s", *cents.shape, int(counts.sum()), out)
+    label_of = {r.id: r.label for r in records}
+    bad = [i for i, o, y in zip(desc.ids, owners, desc.labels.tolist(), strict=True) if label_of[o] != y]
+    if bad:
+        raise ValueError(f"{text / 'descriptions.pt'}: labels disagree with {manifest} for {bad[:3]} "
+                         "(re-run dvc repro)")
+    try:
+        cents, counts = compute_centroids(desc.tensors["emb"], desc.labels, is_train, classes)
+    except ValueError as e:
+        raise ValueError(f"{text / 'descriptions.pt'}: {e}") from None
+    train_images = {o for o, t in zip(owners, is_train.tolist(), strict=True) if t}
+    n_images = torch.bincount(torch.tensor([label_of[o] for o in sorted(train_images)], dtype=torch.long),
+                              minlength=len(classes))
+    meta = {**desc.meta, "classes": list(classes), "eq": "1", "split": "train", "reduction": "mean",
+            "normalized": False, "source": str(text / "descriptions.pt"), "n_descriptions": int(counts.sum()),
+            "n_images": len(train_images)}
+    save_artifact(out, Artifact(list(classes), torch.arange(len(classes)),
+                                {"centroid": cents, "count": counts, "n_images": n_images}, meta))
+    log.info("centroids [%d, %d] from %d training descriptions of %d images -> %s", *cents.shape,
+             int(counts.sum()), len(train_images), out)
 
 
 def cli() -> None:

@@ -5,13 +5,17 @@ each image's mean description embedding, and the class-name prompt embeddings (z
         --descriptions data/descriptions/demo/descriptions.jsonl --out data/text/demo
 
 Writes `descriptions.pt` (one row per description, id `<image id>#<j>`), `image_mean.pt` (one row per
-image) and `class_text.pt` (one row per class), all artifacts aligned by id.
+image) and `class_text.pt` (one row per class), all artifacts aligned by id. Texts are encoded sorted by
+length and padded only to the longest of each batch (exact for CLIP, see `lmmreg.encoders.embed_texts`);
+descriptions longer than CLIP's 77 tokens are cut as open_clip cuts them, counted in the log and in the
+artifact meta (`n_truncated`) and flagged per row (`truncated`). Device, batch size and precision are flags.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -21,12 +25,14 @@ from lmmreg.cli import run_stage, stage_parser
 from lmmreg.config import Params, stable_hash
 from lmmreg.data.manifest import load_manifest
 from lmmreg.describe.setting import setting_hash
-from lmmreg.encoders import build_clip, clip_meta, encode_texts
+from lmmreg.encoders import build_clip, clip_meta, embed_texts
 
 log = logging.getLogger(__name__)
 
 
-def main(params: Params, *, manifest: Path, descriptions: Path, out: Path, device: str = "cpu") -> None:
+def main(params: Params, *, manifest: Path, descriptions: Path, out: Path, device: str = "cpu",
+         batch_size: int = 256, precision: str = "auto", workers: int = 0) -> None:
+    model, _, tokenizer = build_clip(params.clip, device=device)  # first: missing weights fail before any work
     records, classes = load_manifest(manifest)
     by_id = {}
     with descriptions.open() as f:
@@ -39,7 +45,6 @@ def main(params: Params, *, manifest: Path, descriptions: Path, out: Path, devic
     if missing:
         raise KeyError(f"{descriptions}: no descriptions for {len(missing)} manifest images, e.g. {missing[:3]}")
 
-    model, _, tokenizer = build_clip(params.clip, device=device)
     texts, owner, ids, labels = [], [], [], []
     for k, r in enumerate(records):
         for j, text in enumerate(by_id[r.id]):
@@ -47,12 +52,21 @@ def main(params: Params, *, manifest: Path, descriptions: Path, out: Path, devic
             owner.append(k)
             ids.append(f"{r.id}#{j}")
             labels.append(r.label)
-    emb = encode_texts(model, tokenizer, texts, device=device)  # [M, D]
+    enc = embed_texts(model, tokenizer, texts, batch_size=batch_size, device=device, precision=precision,
+                      workers=workers)
+    emb = enc.emb  # [M, D]
+    if enc.n_truncated:
+        log.warning("%d of %d descriptions are longer than CLIP's %d tokens and were truncated (e.g. %r)",
+                    enc.n_truncated, len(texts), tokenizer.context_length,
+                    texts[int(enc.truncated.nonzero()[0])][:120])
     owner_t = torch.tensor(owner)
     meta = {**clip_meta(params.clip), "describe_setting": setting_hash(params.describe),
-            "prompt_hash": stable_hash(params.describe.prompt)}
+            "prompt_hash": stable_hash(params.describe.prompt), "precision": enc.precision,
+            "padding": "longest-in-batch" if enc.trimmed else "context"}
     out.mkdir(parents=True, exist_ok=True)
-    save_artifact(out / "descriptions.pt", Artifact(ids, torch.tensor(labels), {"emb": emb, "owner": owner_t}, meta))
+    save_artifact(out / "descriptions.pt",
+                  Artifact(ids, torch.tensor(labels), {"emb": emb, "owner": owner_t, "truncated": enc.truncated},
+                           {**meta, "n_truncated": enc.n_truncated, "context_length": tokenizer.context_length}))
 
     sums = torch.zeros(len(records), emb.shape[1]).index_add_(0, owner_t, emb)
     counts = torch.bincount(owner_t, minlength=len(records))
@@ -60,11 +74,12 @@ def main(params: Params, *, manifest: Path, descriptions: Path, out: Path, devic
                                                   {"mean": sums / counts[:, None], "count": counts}, meta))
 
     prompts = [params.clip.class_prompt.format(c) for c in classes]
-    class_emb = encode_texts(model, tokenizer, prompts, device=device, progress=False)
+    class_emb = embed_texts(model, tokenizer, prompts, batch_size=batch_size, device=device, precision=precision,
+                            progress=False).emb
     save_artifact(out / "class_text.pt", Artifact(list(classes), torch.arange(len(classes)), {"emb": class_emb},
                                                   {**meta, "class_prompt": params.clip.class_prompt}))
-    log.info("embedded %d descriptions of %d images, %d class prompts -> %s", len(texts), len(records),
-             len(classes), out)
+    log.info("embedded %d descriptions of %d images (%d truncated at %d tokens), %d class prompts -> %s",
+             len(texts), len(records), enc.n_truncated, tokenizer.context_length, len(classes), out)
 
 
 def cli() -> None:
@@ -72,8 +87,14 @@ def cli() -> None:
     for name in ("manifest", "descriptions", "out"):
         parser.add_argument(f"--{name}", type=Path, required=True)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    run_stage(lambda a, p: main(p, manifest=a.manifest, descriptions=a.descriptions, out=a.out,
-                                device=a.device), parser)
+    parser.add_argument("--batch-size", type=int, default=None, help="default: 1024 on CUDA, 256 on CPU")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+                        help="auto = bf16 (fp16 without bf16) autocast on CUDA, fp32 on CPU")
+    parser.add_argument("--workers", type=int, default=min(8, (os.cpu_count() or 1) - 1),
+                        help="tokenization processes")
+    run_stage(lambda a, p: main(p, manifest=a.manifest, descriptions=a.descriptions, out=a.out, device=a.device,
+                                batch_size=a.batch_size or (1024 if a.device.startswith("cuda") else 256),
+                                precision=a.precision, workers=a.workers), parser)
 
 
 if __name__ == "__main__":
