@@ -69,3 +69,32 @@ def test_sgd_option_is_used():
     res = fit(_model(), train_x=x[:64], train_y=y[:64], test_x=x[64:], test_y=y[64:], centroids=None,
               alpha=0.0, cfg=cfg, seed=0)
     assert len(res.history) == 2
+
+
+def test_fit_draws_one_cached_view_per_image_and_epoch():
+    x, y, cents = _data()
+    # View 0 is the clean input; view 1 is useless noise. Drawing views must still learn from the clean half.
+    views = torch.stack([x[:64], torch.randn(64, 8) * 10], dim=1)  # [N, V=2, D]
+    cfg = TrainConfig(epochs=10, batch_size=16, lr=1e-2)
+    torch.manual_seed(0)
+    res = fit(_model(), train_x=views, train_y=y[:64], test_x=x[64:], test_y=y[64:], centroids=cents,
+              alpha=0.0, cfg=cfg, seed=0, views=True)
+    assert len(res.history) == 10 and res.final.acc > 50
+
+
+def test_every_trained_method_accepts_augmented_views():
+    from lmmreg.methods import MethodInputs, run_method
+
+    g = torch.Generator().manual_seed(0)
+    w, d, c = 6, 4, 3
+    tail = nn.Linear(w, d, bias=False)
+    inp = MethodInputs(tail=tail, train_feat=torch.randn(12, w, generator=g), test_feat=torch.randn(6, w, generator=g),
+                       train_y=torch.arange(12) % c, test_y=torch.arange(6) % c, centroids=torch.randn(c, d),
+                       class_text=torch.randn(c, d), train_text_mean=torch.randn(12, d),
+                       test_text_mean=torch.randn(6, d),
+                       train_aug=torch.randn(12, 2, w, generator=g))
+    assert inp.train_views().shape == (12, 3, w)
+    cfg = TrainConfig(epochs=2, batch_size=4)
+    for method in ("linear_probe", "concat", "finetune", "lmm_reg"):
+        res = run_method(method, inp, alpha=0.1, cfg=cfg, seed=0)
+        assert len(res.history) == 2 and res.final.preds.shape == (6,)

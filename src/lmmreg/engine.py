@@ -57,8 +57,13 @@ def build_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 def fit(model: nn.Module, *, train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
         test_y: torch.Tensor, centroids: torch.Tensor | None, alpha: float, cfg: TrainConfig, seed: int,
-        device: str | torch.device = "cpu", on_epoch: Callable[[dict], None] | None = None) -> FitResult:
-    """Train `model` (returns (emb, logits)) with J_ce + alpha * J_reg; evaluate on test after every epoch."""
+        device: str | torch.device = "cpu", on_epoch: Callable[[dict], None] | None = None,
+        views: bool = False) -> FitResult:
+    """Train `model` (returns (emb, logits)) with J_ce + alpha * J_reg; evaluate on test after every epoch.
+
+    With `views`, `train_x` is [N, V, ...]: V cached views of each training image (view 0 the clean one); every
+    epoch draws one view per image, which is augmentation without a CLIP forward pass.
+    """
     model.to(device)
     cents = centroids.to(device) if centroids is not None else None
     opt = build_optimizer([p for p in model.parameters() if p.requires_grad], cfg)
@@ -70,10 +75,12 @@ def fit(model: nn.Module, *, train_x: torch.Tensor, train_y: torch.Tensor, test_
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         order = torch.randperm(n, generator=gen)
+        view = torch.randint(train_x.shape[1], (n,), generator=gen) if views else None  # [N]
         sums = {"loss": 0.0, "ce": 0.0, "reg": 0.0}
         for i in range(0, n, cfg.batch_size):
             idx = order[i:i + cfg.batch_size]
-            xb, yb = train_x[idx].to(device, non_blocking=True), train_y[idx].to(device, non_blocking=True)
+            xb = train_x[idx, view[idx]] if views else train_x[idx]
+            xb, yb = xb.to(device, non_blocking=True), train_y[idx].to(device, non_blocking=True)
             emb, logits = model(xb)
             terms = lmm_reg_loss(logits, emb, yb, cents, alpha=alpha, reduction=cfg.reg_reduction,
                                  normalize=cfg.normalize)

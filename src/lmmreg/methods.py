@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -36,6 +37,14 @@ class MethodInputs:
     class_text: torch.Tensor  # [C, D], CLIP text embedding of the class-name prompt
     train_text_mean: torch.Tensor  # [Ntr, D], mean embedding of each image's own descriptions
     test_text_mean: torch.Tensor
+    # [Ntr, K, ...] cached augmented views of the training images (clip.augment_views), or None
+    train_aug: torch.Tensor | None = None
+
+    def train_views(self) -> torch.Tensor | None:
+        """[Ntr, 1 + K, ...]: the clean view first, then the augmented ones; None without augmentation."""
+        if self.train_aug is None or self.train_aug.shape[1] == 0:
+            return None
+        return torch.cat([self.train_feat[:, None], self.train_aug], dim=1)
 
 
 class _Frozen(nn.Module):
@@ -79,22 +88,24 @@ def run_method(method: str, inp: MethodInputs, *, alpha: float, cfg: TrainConfig
         if on_epoch:
             on_epoch(history[0])
         return FitResult(history, 1, ev, {})
-    if method == "linear_probe":
-        model = EmbeddingClassifier(nn.Identity(), dim, n_classes)
-        train_x, test_x = _embed(inp.tail, inp.train_feat), _embed(inp.tail, inp.test_feat)
-        return fit(model, train_x=train_x, train_y=inp.train_y, test_x=test_x, test_y=inp.test_y,
-                   centroids=None, alpha=0.0, cfg=cfg, seed=seed, device=device, on_epoch=on_epoch)
-    if method == "concat":
-        model = EmbeddingClassifier(nn.Identity(), 2 * dim, n_classes)
-        train_x = torch.cat([_embed(inp.tail, inp.train_feat), inp.train_text_mean], dim=-1)  # [Ntr, 2D]
-        test_x = torch.cat([_embed(inp.tail, inp.test_feat), inp.test_text_mean], dim=-1)
-        return fit(model, train_x=train_x, train_y=inp.train_y, test_x=test_x, test_y=inp.test_y,
-                   centroids=None, alpha=0.0, cfg=cfg, seed=seed, device=device, on_epoch=on_epoch)
+    views = inp.train_views()  # [Ntr, V, ...] or None
+    train_in = inp.train_feat if views is None else views
+    if method in ("linear_probe", "concat"):
+        n_tr = len(train_in)
+        train_x = _embed(inp.tail, train_in.flatten(0, 1) if views is not None else train_in)  # frozen x = f(I)
+        train_x = train_x.view(n_tr, -1, dim) if views is not None else train_x  # [Ntr, (V,) D]
+        test_x = _embed(inp.tail, inp.test_feat)
+        if method == "concat":  # [x ; mean embedding of the image's own descriptions], 2D inputs
+            text = inp.train_text_mean[:, None].expand(-1, train_x.shape[1], -1) if views is not None \
+                else inp.train_text_mean
+            train_x, test_x = torch.cat([train_x, text], dim=-1), torch.cat([test_x, inp.test_text_mean], dim=-1)
+        model = EmbeddingClassifier(nn.Identity(), test_x.shape[-1], n_classes)
+        return fit(model, train_x=train_x, train_y=inp.train_y, test_x=test_x, test_y=inp.test_y, centroids=None,
+                   alpha=0.0, cfg=cfg, seed=seed, device=device, on_epoch=on_epoch, views=views is not None)
     if method in ("finetune", "lmm_reg"):
-        import copy
-
         model = EmbeddingClassifier(copy.deepcopy(inp.tail), dim, n_classes)
         a = alpha if method == "lmm_reg" else 0.0
-        return fit(model, train_x=inp.train_feat, train_y=inp.train_y, test_x=inp.test_feat, test_y=inp.test_y,
-                   centroids=inp.centroids, alpha=a, cfg=cfg, seed=seed, device=device, on_epoch=on_epoch)
+        return fit(model, train_x=train_in, train_y=inp.train_y, test_x=inp.test_feat, test_y=inp.test_y,
+                   centroids=inp.centroids, alpha=a, cfg=cfg, seed=seed, device=device, on_epoch=on_epoch,
+                   views=views is not None)
     raise ValueError(f"train.methods: unknown method {method!r}")

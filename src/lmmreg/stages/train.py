@@ -35,16 +35,18 @@ def load_inputs(params: Params, *, features: Path, text: Path, centroids: Path) 
     cents, class_text = load_artifact(centroids), load_artifact(text / "class_text.pt")
     if cents.ids != class_text.ids:
         raise ValueError(f"{centroids} and {text / 'class_text.pt'} list different classes")
-    if feats.meta.get("unlocked_groups") != params.clip.unlocked_groups:
-        raise ValueError(f"{features}: cached for unlocked_groups={feats.meta.get('unlocked_groups')}, params say "
-                         f"clip.unlocked_groups={params.clip.unlocked_groups} (re-run dvc repro)")
+    for key in ("unlocked_groups", "augment_views"):
+        if feats.meta.get(key, 0) != getattr(params.clip, key):
+            raise ValueError(f"{features}: cached for {key}={feats.meta.get(key)}, params say clip.{key}="
+                             f"{getattr(params.clip, key)} (re-run dvc repro)")
     model, _, _ = build_clip(params.clip)
     tail = VisionTail(model.visual, params.clip.unlocked_groups)
     test = feats.tensors["is_test"]
     f, y, m = feats.tensors["feat"], feats.labels, image_mean.tensors["mean"]
     inputs = MethodInputs(tail=tail, train_feat=f[~test], test_feat=f[test], train_y=y[~test], test_y=y[test],
                           centroids=cents.tensors["centroid"], class_text=class_text.tensors["emb"],
-                          train_text_mean=m[~test], test_text_mean=m[test])
+                          train_text_mean=m[~test], test_text_mean=m[test],
+                          train_aug=feats.tensors["aug"][~test] if "aug" in feats.tensors else None)
     return inputs, [i for i, t in zip(feats.ids, test.tolist(), strict=True) if t]
 
 
