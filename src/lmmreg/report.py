@@ -410,8 +410,8 @@ def plot_fig2(snap: Snapshot, params: Params, out_png: Path, out_svg: Path) -> N
             x = np.arange(1, c.shape[1] + 1)
             ax.plot(x, c.mean(0), color=color, label=f"{METHOD_TITLES[m]} (n={len(runs)})")
             ax.fill_between(x, c.mean(0) - c.std(0), c.mean(0) + c.std(0), color=color, alpha=0.2, linewidth=0)
-        ax.set_title(DATASET_TITLES.get(d, d) + (" (demo, not the paper's data)" if params.source(d).layout == "demo"
-                                                  else ""), fontsize=10)
+        demo = params.source(d).layout == "demo"
+        ax.set_title("Synthetic demo data (not the paper's)" if demo else DATASET_TITLES.get(d, d), fontsize=10)
         ax.set_xlabel("epoch")
         ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3)
