@@ -31,19 +31,28 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def check_nonempty_file(path: Path) -> None:
+    """Missing and zero-byte files fail first, with a reason a decoder would not give."""
+    if not path.is_file():
+        raise BadImageError(f"{path}: file not found")
+    if path.stat().st_size == 0:
+        raise BadImageError(f"{path}: zero-byte file")
+
+
+def check_pixels(path: Path, w: int, h: int, *, max_pixels: int | None, what: str = "") -> None:
+    """Refuse oversized images (or video frames) before decoding them, instead of exhausting memory."""
+    if max_pixels is not None and w * h > max_pixels:
+        raise BadImageError(f"{path}: {w}x{h} = {w * h} pixels{what} exceeds the limit {max_pixels} "
+                            "(prepare.max_image_pixels)")
+
+
 def load_rgb(path: str | Path, *, max_pixels: int | None = None) -> Image.Image:
     """Open, fully decode and convert one image, raising :class:`BadImageError` naming the file."""
     path = Path(path)
     try:
-        if not path.is_file():
-            raise BadImageError(f"{path}: file not found")
-        if path.stat().st_size == 0:
-            raise BadImageError(f"{path}: zero-byte file")
+        check_nonempty_file(path)
         with Image.open(path) as img:
-            w, h = img.size
-            if max_pixels is not None and w * h > max_pixels:
-                raise BadImageError(f"{path}: {w}x{h} = {w * h} pixels exceeds the limit {max_pixels} "
-                                    "(prepare.max_image_pixels)")
+            check_pixels(path, *img.size, max_pixels=max_pixels)
             if img.format not in DECODABLE_FORMATS:
                 raise BadImageError(f"{path}: unsupported format {img.format} (supported: {DECODABLE_FORMATS})")
             img.load()  # decode now so truncation shows up here, not in a worker later

@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 from PIL import Image
 from tqdm import tqdm
 
-from lmmreg.data.images import BadImageError
+from lmmreg.data.images import BadImageError, check_nonempty_file, check_pixels
 from lmmreg.data.manifest import sha256_file
 
 log = logging.getLogger(__name__)
@@ -72,18 +72,13 @@ def read_frame(path: str | Path, spec: str, *, max_pixels: int | None = None) ->
 
     path = Path(path)
     try:
-        if not path.is_file():
-            raise BadImageError(f"{path}: file not found")
-        if path.stat().st_size == 0:
-            raise BadImageError(f"{path}: zero-byte file")
+        check_nonempty_file(path)
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise BadImageError(f"{path}: no video stream")
             stream = container.streams.video[0]
-            w, h = stream.codec_context.width, stream.codec_context.height
-            if max_pixels is not None and w * h > max_pixels:
-                raise BadImageError(f"{path}: {w}x{h} = {w * h} pixels per frame exceeds the limit {max_pixels} "
-                                    "(prepare.max_image_pixels)")
+            check_pixels(path, stream.codec_context.width, stream.codec_context.height, max_pixels=max_pixels,
+                         what=" per frame")
             n = sum(1 for _ in container.decode(stream))
         if n == 0:
             raise BadImageError(f"{path}: no decodable frame")
