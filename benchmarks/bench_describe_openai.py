@@ -1,6 +1,9 @@
 """The `openai` describe backend's own overhead: requests/s against a local server that answers instantly.
 
     PYTHONPATH=src python benchmarks/bench_describe_openai.py [--requests 2000] [--max-seconds 30]
+    # the same against a real server, e.g. `vllm serve Qwen/Qwen2.5-VL-7B-Instruct`:
+    PYTHONPATH=src python benchmarks/bench_describe_openai.py --base-url http://127.0.0.1:8000/v1 \
+        --model Qwen/Qwen2.5-VL-7B-Instruct --image some.jpg --requests 256 --concurrency 1 8 64
 
 The server (a minimal HTTP/1.1 keep-alive responder on 127.0.0.1, in its own process) returns a fixed
 10-item answer without looking at the image, so the figures are the ceiling the client itself imposes:
@@ -67,13 +70,16 @@ def _tiny_png(path: Path) -> Path:
     return path
 
 
-def bench(concurrency: int, n_requests: int, max_seconds: float, url: str, image: Path) -> dict:
+def bench(concurrency: int, n_requests: int, max_seconds: float, url: str, image: Path, *, model: str = "bench",
+          api_key_env: str | None = None) -> dict:
     from lmmreg.config import DescribeConfig
     from lmmreg.describe.base import DescribeItem
     from lmmreg.describe.openai_chat import OpenAIChatDescriber
 
-    cfg = DescribeConfig(backend="openai", model="bench",
-                         options={"base_url": url, "concurrency": concurrency, "timeout_s": 30.0, "max_retries": 0})
+    options = {"base_url": url, "concurrency": concurrency, "timeout_s": 300.0, "max_retries": 0}
+    if api_key_env:
+        options["api_key_env"] = api_key_env
+    cfg = DescribeConfig(backend="openai", model=model, options=options)
     describer = OpenAIChatDescriber(cfg)
     items = [DescribeItem(f"img{i}", image, f"{i:064x}") for i in range(n_requests)]
     done = errors = 0
@@ -96,7 +102,14 @@ def main() -> None:
     p.add_argument("--max-seconds", type=float, default=30.0, help="time cap per concurrency level")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 64])
     p.add_argument("--out", type=Path, default=Path("reports/bench_describe_openai"))
+    p.add_argument("--base-url", help="measure a real server (e.g. vLLM) instead of the local instant one")
+    p.add_argument("--model", default="bench", help="served model name (with --base-url)")
+    p.add_argument("--image", type=Path, help="image sent with every request (with --base-url; default a 224px PNG)")
+    p.add_argument("--api-key-env", help="env var holding the API key (with --base-url)")
     args = p.parse_args()
+    if args.base_url:
+        run_against_server(args)
+        return
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -125,6 +138,23 @@ def main() -> None:
             f"Command: `PYTHONPATH=src python benchmarks/bench_describe_openai.py`\n\n" + "\n".join(table) + "\n")
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     args.out.with_suffix(".md").write_text(text)
+    print(text)
+
+
+def run_against_server(args: argparse.Namespace) -> None:
+    """End-to-end images/s through a real server: the same client, the same requests, a real model."""
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    image = args.image or _tiny_png(args.out.parent / ".bench_image.png")
+    rows = [bench(c, args.requests, args.max_seconds, args.base_url, image, model=args.model,
+                  api_key_env=args.api_key_env) for c in args.concurrency]
+    table = ["| concurrency | requests | errors | seconds | images/s | s/image |", "|---|---|---|---|---|---|"]
+    table += [f"| {r['concurrency']} | {r['requests']} | {r['errors']} | {r['seconds']} | {r['requests_per_s']} "
+              f"| {r['ms_per_request'] / 1000:.3f} |" for r in rows]
+    text = f"# openai describe backend against {args.base_url} ({args.model})\n\n" + "\n".join(table) + "\n"
+    out = args.out.with_name(args.out.name + "_server")
+    out.with_suffix(".json").write_text(json.dumps({"base_url": args.base_url, "model": args.model, "rows": rows},
+                                                   indent=1) + "\n")
+    out.with_suffix(".md").write_text(text)
     print(text)
 
 
