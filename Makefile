@@ -31,7 +31,7 @@ test-fast: setup
 	python -m pytest -q -m "not slow"
 
 bench: setup
-	python benchmarks/bench_clip.py
+	python benchmarks/bench_clip.py --cpu-epoch-images 16
 	python benchmarks/bench_describe_openai.py
 
 lint: setup
