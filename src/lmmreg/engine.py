@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from lmmreg.config import TrainConfig
 from lmmreg.losses import lmm_reg_loss
@@ -58,7 +59,7 @@ def build_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
 def fit(model: nn.Module, *, train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
         test_y: torch.Tensor, centroids: torch.Tensor | None, alpha: float, cfg: TrainConfig, seed: int,
         device: str | torch.device = "cpu", on_epoch: Callable[[dict], None] | None = None,
-        views: bool = False) -> FitResult:
+        views: bool = False, desc: str = "train") -> FitResult:
     """Train `model` (returns (emb, logits)) with J_ce + alpha * J_reg; evaluate on test after every epoch.
 
     With `views`, `train_x` is [N, V, ...]: V cached views of each training image (view 0 the clean one); every
@@ -72,7 +73,8 @@ def fit(model: nn.Module, *, train_x: torch.Tensor, train_y: torch.Tensor, test_
     history: list[dict] = []
     best: tuple[float, int, dict, Evaluation] | None = None
     last_eval: Evaluation | None = None
-    for epoch in range(1, cfg.epochs + 1):
+    bar = tqdm(range(1, cfg.epochs + 1), desc=desc, unit="epoch", leave=False)
+    for epoch in bar:
         model.train()
         order = torch.randperm(n, generator=gen)
         view = torch.randint(train_x.shape[1], (n,), generator=gen) if views else None  # [N]
@@ -92,6 +94,7 @@ def fit(model: nn.Module, *, train_x: torch.Tensor, train_y: torch.Tensor, test_
         last_eval = evaluate(model, test_x, test_y, device=device)
         row = {"epoch": epoch, **{f"train_{k}": v / n for k, v in sums.items()}, "test_acc": last_eval.acc}
         history.append(row)
+        bar.set_postfix(loss=f"{row['train_loss']:.3f}", test_acc=f"{last_eval.acc:.2f}")
         if on_epoch is not None:
             on_epoch(row)
         if cfg.report_epoch == "best" and (best is None or last_eval.acc > best[0]):

@@ -76,7 +76,7 @@ def _embed(tail: nn.Module, feat: torch.Tensor, batch: int = 1024) -> torch.Tens
 
 
 def run_method(method: str, inp: MethodInputs, *, alpha: float, cfg: TrainConfig, seed: int,
-               device: str | torch.device = "cpu", on_epoch=None) -> FitResult:
+               device: str | torch.device = "cpu", on_epoch=None, desc: str = "train") -> FitResult:
     """Train (if the method trains) and evaluate; zero-shot methods return a one-row history."""
     torch.manual_seed(seed)  # the head's initialisation is part of the seed
     n_classes, dim = inp.centroids.shape
@@ -101,11 +101,12 @@ def run_method(method: str, inp: MethodInputs, *, alpha: float, cfg: TrainConfig
             train_x, test_x = torch.cat([train_x, text], dim=-1), torch.cat([test_x, inp.test_text_mean], dim=-1)
         model = EmbeddingClassifier(nn.Identity(), test_x.shape[-1], n_classes)
         return fit(model, train_x=train_x, train_y=inp.train_y, test_x=test_x, test_y=inp.test_y, centroids=None,
-                   alpha=0.0, cfg=cfg, seed=seed, device=device, on_epoch=on_epoch, views=views is not None)
+                   alpha=0.0, cfg=cfg, seed=seed, device=device, on_epoch=on_epoch, views=views is not None,
+                   desc=desc)
     if method in ("finetune", "lmm_reg"):
         model = EmbeddingClassifier(copy.deepcopy(inp.tail), dim, n_classes)
         a = alpha if method == "lmm_reg" else 0.0
         return fit(model, train_x=train_in, train_y=inp.train_y, test_x=inp.test_feat, test_y=inp.test_y,
                    centroids=inp.centroids, alpha=a, cfg=cfg, seed=seed, device=device, on_epoch=on_epoch,
-                   views=views is not None)
+                   views=views is not None, desc=desc)
     raise ValueError(f"train.methods: unknown method {method!r}")

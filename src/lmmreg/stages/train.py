@@ -79,7 +79,8 @@ def main(params: Params, *, dataset: str, manifest: Path, features: Path, text: 
             ident = run_identity(params, dataset=dataset, method=method, data_digest=digest)
             runs = {}
             for seed in params.seeds:
-                res = run_method(method, inputs, alpha=params.alpha, cfg=params.train, seed=seed, device=device)
+                res = run_method(method, inputs, alpha=params.alpha, cfg=params.train, seed=seed, device=device,
+                                 desc=f"{dataset} {method} s{seed}")
                 accs = [row["test_acc"] for row in res.history]
                 comp = compactness(res.final.emb.numpy(), inputs.test_y.numpy())
                 final = {"final_test_acc": accs[-1], "best_test_acc": max(accs), "reported_test_acc": res.final.acc,
