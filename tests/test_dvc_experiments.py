@@ -82,6 +82,13 @@ def test_repro_exp_run_and_queue_log_to_the_project_store(scratch_repo):
             break
         time.sleep(5)
     assert "Success" in status, status
+    # A queued experiment starts from a clean checkout of the committed baseline: it must restore the unchanged
+    # stages' outputs from the cache (above all the LMM store), not describe every image again.
+    name = next(line.split()[1] for line in status.splitlines() if "Success" in line)
+    logs = _run(["dvc", "queue", "logs", name], repo, env)
+    assert "Running stage 'train@demo'" in logs
+    for stage in ("describe@demo", "embed_text@demo", "features@demo"):
+        assert f"Running stage '{stage}'" not in logs, logs[-3000:]
     assert not list((repo / ".dvc/tmp/exps").glob("tmp*")), "DVC's temp experiment folder should be gone"
 
     runs = _lmm_reg_runs(repo)
