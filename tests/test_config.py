@@ -25,6 +25,7 @@ def test_project_params_load():
         ("train.methods", ["finetune", "lmm-reg"], "train.methods[1]: expected one of"),
         ("train.normalize", "yes", "train.normalize: expected bool"),
         ("seeds", [0, 0], "seeds: duplicates"),
+        ("clip.augment_views", -1, "clip.augment_views: must be >= 0"),
     ],
 )
 def test_bad_values_name_the_key(key, value, message):

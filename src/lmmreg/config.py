@@ -222,6 +222,7 @@ def _validate(p: Params) -> None:
     need(p.describe.temperature >= 0, "describe.temperature", "must be >= 0")
     need(p.describe.max_new_tokens >= 1, "describe.max_new_tokens", "must be >= 1")
     need(p.describe.too_few_retries >= 0, "describe.too_few_retries", "must be >= 0")
+    need(p.clip.augment_views >= 0, "clip.augment_views", f"must be >= 0, got {p.clip.augment_views}")
     need(p.demo.n_classes >= 2, "demo.n_classes", "must be >= 2")
     need(p.demo.train_per_class >= 1 and p.demo.test_per_class >= 1, "demo.train_per_class", "must be >= 1")
     need(p.demo.image_size >= 16, "demo.image_size", "must be >= 16")
