@@ -35,7 +35,8 @@ def run_identity(params: Params, *, dataset: str, method: str, data_digest: str)
         clip.pop("class_prompt")
     base = {"dataset": dataset, "data": data_digest, "source": to_dict(params.source(dataset)),
             "clip": clip, "method": method, "train": train if method in TRAINED else None,
-            "describe": setting_hash(params.describe) if method in USES_LMM else None}
+            "describe": [setting_hash(params.describe), params.describe.on_too_few, params.describe.too_few_retries]
+            if method in USES_LMM else None}
     alpha = method_alpha(method, params.alpha)
     return {"config_id": stable_hash({**base, "alpha": alpha}), "ablation_id": stable_hash(base),
             "alpha": "none" if alpha is None else repr(alpha)}
