@@ -24,19 +24,6 @@ class Artifact:
     tensors: dict[str, torch.Tensor]
     meta: dict = field(default_factory=dict)
 
-    def index(self) -> dict[str, int]:
-        return {i: k for k, i in enumerate(self.ids)}
-
-    def select(self, ids: list[str], *, source: str = "artifact") -> Artifact:
-        """Rows for `ids`, in that order; an id that is missing is an error naming it."""
-        pos = self.index()
-        missing = [i for i in ids if i not in pos]
-        if missing:
-            raise KeyError(f"{source}: {len(missing)} ids missing, first {missing[:3]} "
-                           "(stale artifact? re-run dvc repro)")
-        idx = torch.tensor([pos[i] for i in ids], dtype=torch.long)
-        return Artifact(list(ids), self.labels[idx], {k: v[idx] for k, v in self.tensors.items()}, dict(self.meta))
-
 
 def save_artifact(path: str | Path, art: Artifact) -> None:
     n = len(art.ids)

@@ -9,12 +9,12 @@ everything. Everything else in the project hands this module plain dicts.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import subprocess
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +58,7 @@ def init_store() -> str:
     root = project_root()
     uri = tracking_uri()
     lock = FileLock(str(root / ".mlflow.lock")) if uri.startswith("sqlite:") else None
-    with lock if lock is not None else _nullcontext():
+    with lock if lock is not None else contextlib.nullcontext():
         client = _client()
         exp = client.get_experiment_by_name(EXPERIMENT)
         if exp is not None:
@@ -67,11 +67,6 @@ def init_store() -> str:
         if uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri:
             location = (root / "mlartifacts").as_uri()
         return client.create_experiment(EXPERIMENT, artifact_location=location)
-
-
-@contextmanager
-def _nullcontext():
-    yield
 
 
 def _git_commit(root: Path) -> str:

@@ -337,9 +337,5 @@ def list_layout(layout: str, root: str | Path, options: dict[str, Any]) -> Layou
     return LAYOUTS[layout](root, options)
 
 
-def is_image_name(name: str) -> bool:
-    return name.lower().endswith(IMAGE_EXTENSIONS)
-
-
 def is_video_name(name: str) -> bool:
     return name.lower().endswith(VIDEO_EXTENSIONS)
