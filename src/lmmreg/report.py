@@ -317,7 +317,7 @@ def build_tables(snap: Snapshot, params: Params, classes: dict[str, list[str]]) 
     for m in ("linear_probe", "concat", "finetune", "lmm_reg"):
         cells = []
         for d in dss:
-            st = stats.get((d, m)) or cell_stats(snap, d, m, params)
+            st = stats[(d, m)]
             cells.append("missing | missing" if st is None else
                          f"{_fmt(st['ratio'][0], 3)} ± {_fmt(st['ratio'][1], 3)} | "
                          f"{_fmt(st['silhouette'][0], 3)} ± {_fmt(st['silhouette'][1], 3)}")

@@ -74,9 +74,17 @@ def main(params: Params, *, dataset: str, manifest: Path, features: Path, text: 
     models.mkdir(parents=True, exist_ok=True)
     summary: dict = {}
     curves: list[dict] = []
+    # What every run of this invocation shares (the setting hash reads the imported file for `file`: once).
+    train_params = {k: v for k, v in to_dict(params.train).items() if k != "methods"}
+    shared_params = {"dataset": dataset, **train_params, "clip_model": params.clip.model,
+                     "clip_pretrained": params.clip.pretrained or "random-init",
+                     "unlocked_groups": params.clip.unlocked_groups, "lmm_backend": params.describe.backend,
+                     "lmm_model": params.describe.model, "lmm_prompt": params.describe.prompt,
+                     "describe_setting": setting_hash(params.describe), "data_digest": digest}
     try:
         for method in params.train.methods:
             ident = run_identity(params, dataset=dataset, method=method, data_digest=digest)
+            alpha = method_alpha(method, params.alpha)
             runs = {}
             for seed in params.seeds:
                 res = run_method(method, inputs, alpha=params.alpha, cfg=params.train, seed=seed, device=device,
@@ -85,15 +93,8 @@ def main(params: Params, *, dataset: str, manifest: Path, features: Path, text: 
                 comp = compactness(res.final.emb.numpy(), inputs.test_y.numpy())
                 final = {"final_test_acc": accs[-1], "best_test_acc": max(accs), "reported_test_acc": res.final.acc,
                          "reported_epoch": res.reported_epoch, **comp}
-                alpha = method_alpha(method, params.alpha)
-                run_params = {"dataset": dataset, "method": method, "seed": seed,
-                              "alpha": "none" if alpha is None else alpha, **to_dict(params.train),
-                              "clip_model": params.clip.model,
-                              "clip_pretrained": params.clip.pretrained or "random-init",
-                              "unlocked_groups": params.clip.unlocked_groups, "lmm_backend": params.describe.backend,
-                              "lmm_model": params.describe.model, "lmm_prompt": params.describe.prompt,
-                              "describe_setting": setting_hash(params.describe), "data_digest": digest}
-                run_params.pop("methods")
+                run_params = {**shared_params, "method": method, "seed": seed,
+                              "alpha": "none" if alpha is None else alpha}
                 tags = {"lmmreg.dataset": dataset, "lmmreg.method": method, "lmmreg.seed": str(seed),
                         "lmmreg.config_id": ident["config_id"], "lmmreg.ablation_id": ident["ablation_id"],
                         "lmmreg.alpha": ident["alpha"], "lmmreg.demo": str(params.source(dataset).layout == "demo")}
