@@ -372,9 +372,8 @@ def _check_plain_vit(visual: nn.Module) -> None:
         raise NotImplementedError("feature caching supports ViTs with ln_post before pooling and no attn_pool")
 
 
-def _run_blocks(transformer: nn.Module, blocks: Sequence[nn.Module], x: torch.Tensor) -> torch.Tensor:
-    """Apply residual blocks to batch-first tokens [B, T, W], honouring the transformer's layout."""
-    batch_first = getattr(transformer, "batch_first", True)
+def _run_blocks(batch_first: bool, blocks: Sequence[nn.Module], x: torch.Tensor) -> torch.Tensor:
+    """Apply residual blocks to batch-first tokens [B, T, W], in the layout the blocks expect."""
     if not batch_first:
         x = x.transpose(0, 1)
     for blk in blocks:
@@ -387,12 +386,13 @@ def encode_boundary(visual: nn.Module, images: torch.Tensor, unlocked_groups: in
     _check_plain_vit(visual)
     x = visual._embeds(images)  # [B, T, W]
     blocks = visual.transformer.resblocks
+    batch_first = getattr(visual.transformer, "batch_first", True)
     if unlocked_groups == 1:
-        x = _run_blocks(visual.transformer, blocks, x)
+        x = _run_blocks(batch_first, blocks, x)
         pooled, _ = visual._pool(x)  # ln_post then class token: [B, W]
         return pooled
     if unlocked_groups == 2:
-        return _run_blocks(visual.transformer, blocks[:-1], x)  # [B, T, W]
+        return _run_blocks(batch_first, blocks[:-1], x)  # [B, T, W]
     raise ValueError(f"clip.unlocked_groups: 1 or 2, got {unlocked_groups}")
 
 
@@ -415,10 +415,7 @@ class VisionTail(nn.Module):
     def forward(self, cached: torch.Tensor) -> torch.Tensor:
         if self.unlocked_groups == 1:
             return cached @ self.proj
-        x = cached if self.batch_first else cached.transpose(0, 1)
-        x = self.block(x)
-        x = x if self.batch_first else x.transpose(0, 1)
-        x = self.ln_post(x)
+        x = self.ln_post(_run_blocks(self.batch_first, [self.block], cached))  # [B, T, W]
         pooled = x[:, 1:].mean(dim=1) if self.pool_type == "avg" else x[:, 0]
         return pooled @ self.proj
 
