@@ -41,6 +41,12 @@ def in_shard(sha256: str, shard: tuple[int, int] | None) -> bool:
     return shard is None or int(sha256[:15], 16) % shard[1] == shard[0]
 
 
+def needs_retry(rec: dict, cfg: DescribeConfig) -> bool:
+    """A usable record with fewer than n descriptions, under `on_too_few: retry`, with attempts left."""
+    short = not rec.get("error") and len(rec["descriptions"]) < cfg.n_descriptions
+    return cfg.on_too_few == "retry" and short and rec.get("attempt", 0) < cfg.too_few_retries
+
+
 def plan_work(records: Sequence[Record], store: DescriptionStore, cfg: DescribeConfig, setting: str, *,
               raw_root: Path, shard: tuple[int, int] | None = None) -> list[DescribeItem]:
     """One item per distinct image still to describe: no usable record yet, or (on_too_few: retry) a
@@ -52,8 +58,7 @@ def plan_work(records: Sequence[Record], store: DescriptionStore, cfg: DescribeC
         rec = store.get(r.sha256, setting)
         attempt = 0
         if rec is not None and not rec.get("error"):
-            short = len(rec["descriptions"]) < cfg.n_descriptions
-            if not (cfg.on_too_few == "retry" and short and rec.get("attempt", 0) < cfg.too_few_retries):
+            if not needs_retry(rec, cfg):
                 continue
             attempt = rec.get("attempt", 0) + 1
         todo[r.sha256] = DescribeItem(r.id, (raw_root / r.path).resolve(), r.sha256, attempt)
@@ -90,8 +95,7 @@ def describe_images(describer: Describer, items: list[DescribeItem], *, store: D
             stats["errors"] += bool(rec["error"])
             stats["prompt_tokens"] += ans.prompt_tokens or 0
             stats["completion_tokens"] += ans.completion_tokens or 0
-            short = not rec["error"] and len(rec["descriptions"]) < cfg.n_descriptions
-            if cfg.on_too_few == "retry" and short and item.attempt < cfg.too_few_retries:
+            if needs_retry(rec, cfg):  # rec["attempt"] is this item's attempt
                 retry.append(dataclasses.replace(item, attempt=item.attempt + 1))
             else:
                 bar.update(1)
