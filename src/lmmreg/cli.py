@@ -16,6 +16,26 @@ def stage_parser(doc: str | None) -> argparse.ArgumentParser:
     return p
 
 
+def add_compute_args(parser: argparse.ArgumentParser, *, gpu_batch: int, cpu_batch: int, workers: int,
+                     workers_help: str) -> None:
+    """--device, --batch-size, --precision, --workers: how fast a CLIP stage runs, never what it computes
+    (so they are flags, not params). `batch_size(args)` resolves the batch-size default for the device."""
+    import torch
+
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help=f"default: {gpu_batch} on CUDA, {cpu_batch} on CPU")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+                        help="auto = bf16 (fp16 without bf16) autocast on CUDA, fp32 on CPU")
+    parser.add_argument("--workers", type=int, default=workers, help=workers_help)
+    parser.set_defaults(default_batch=(gpu_batch, cpu_batch))
+
+
+def batch_size(args: argparse.Namespace) -> int:
+    gpu, cpu = args.default_batch
+    return args.batch_size or (gpu if args.device.startswith("cuda") else cpu)
+
+
 def run_stage(main: Callable[[argparse.Namespace, Params], None], parser: argparse.ArgumentParser) -> None:
     """Parse args, load and check params, run `main`; user errors end with one clear line, no traceback."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from lmmreg.artifacts import Artifact, save_artifact
-from lmmreg.cli import run_stage, stage_parser
+from lmmreg.cli import add_compute_args, batch_size, run_stage, stage_parser
 from lmmreg.config import Params, stable_hash
 from lmmreg.data.manifest import load_manifest
 from lmmreg.describe.setting import setting_hash
@@ -86,15 +86,10 @@ def cli() -> None:
     parser = stage_parser(__doc__)
     for name in ("manifest", "descriptions", "out"):
         parser.add_argument(f"--{name}", type=Path, required=True)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--batch-size", type=int, default=None, help="default: 1024 on CUDA, 256 on CPU")
-    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
-                        help="auto = bf16 (fp16 without bf16) autocast on CUDA, fp32 on CPU")
-    parser.add_argument("--workers", type=int, default=min(8, (os.cpu_count() or 1) - 1),
-                        help="tokenization processes")
+    add_compute_args(parser, gpu_batch=1024, cpu_batch=256, workers=min(8, (os.cpu_count() or 1) - 1),
+                     workers_help="tokenization processes")
     run_stage(lambda a, p: main(p, manifest=a.manifest, descriptions=a.descriptions, out=a.out, device=a.device,
-                                batch_size=a.batch_size or (1024 if a.device.startswith("cuda") else 256),
-                                precision=a.precision, workers=a.workers), parser)
+                                batch_size=batch_size(a), precision=a.precision, workers=a.workers), parser)
 
 
 if __name__ == "__main__":

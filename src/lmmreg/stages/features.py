@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from lmmreg.artifacts import Artifact, save_artifact
-from lmmreg.cli import run_stage, stage_parser
+from lmmreg.cli import add_compute_args, batch_size, run_stage, stage_parser
 from lmmreg.config import Params
 from lmmreg.data.images import load_rgb
 from lmmreg.data.manifest import Record, load_manifest, resolve_image_root
@@ -121,14 +121,10 @@ def cli() -> None:
     parser = stage_parser(__doc__)
     for name in ("raw", "manifest", "out"):
         parser.add_argument(f"--{name}", type=Path, required=True)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--workers", type=int, default=default_workers(), help="image-decoding processes")
-    parser.add_argument("--batch-size", type=int, default=None, help="default: 512 on CUDA, 64 on CPU")
-    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
-                        help="auto = bf16 (fp16 without bf16) autocast on CUDA, fp32 on CPU")
+    add_compute_args(parser, gpu_batch=512, cpu_batch=64, workers=default_workers(),
+                     workers_help="image-decoding processes")
     run_stage(lambda a, p: main(p, raw=a.raw, manifest=a.manifest, out=a.out, device=a.device, workers=a.workers,
-                                batch_size=a.batch_size or (512 if a.device.startswith("cuda") else 64),
-                                precision=a.precision), parser)
+                                batch_size=batch_size(a), precision=a.precision), parser)
 
 
 if __name__ == "__main__":
