@@ -17,9 +17,16 @@ def load_raw_params() -> dict:
     return yaml.safe_load((REPO / "params.yaml").read_text())
 
 
+def without_pretraining(raw: dict) -> dict:
+    """Random-init CLIP and no pretrain_clip stage: unit tests never read a checkpoint a real run left behind."""
+    raw["clip"]["pretrained"] = ""
+    raw["pretrain"]["enabled"] = False
+    return raw
+
+
 def small_raw_params(**overrides) -> dict:
-    """The real params.yaml, shrunk so the whole pipeline runs in seconds."""
-    raw = copy.deepcopy(load_raw_params())
+    """The real params.yaml, shrunk so the whole pipeline runs in seconds (random-init CLIP, no pretraining)."""
+    raw = without_pretraining(copy.deepcopy(load_raw_params()))
     raw["demo"].update({"n_classes": 3, "train_per_class": 8, "test_per_class": 4, "image_size": 32})
     raw["seeds"] = [0, 1]
     raw["train"]["epochs"] = 3

@@ -128,6 +128,7 @@ def make_params(sources: dict, *, datasets: list[str] | None = None, prepare: di
     """The repository's params.yaml with `sources` (and any other section) replaced, checked like the real one."""
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw = copy.deepcopy(raw)
+    raw["clip"]["pretrained"], raw["pretrain"]["enabled"] = "", False  # random init: never a real run's checkpoint
     raw["sources"] = sources
     raw["datasets"] = datasets or list(sources)
     if prepare:

@@ -88,4 +88,5 @@ def test_paper_setting_is_a_parameter_change_only():
     a, b = flat(to_dict(demo)), flat(to_dict(paper))
     changed = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
     assert changed == ["clip.model", "clip.pretrained", "datasets", "describe.backend", "describe.model",
-                       "describe.options.base_url", "describe.options.concurrency", "describe.options.noise"]
+                       "describe.options.base_url", "describe.options.concurrency", "describe.options.noise",
+                       "pretrain.enabled"]

@@ -32,6 +32,10 @@ class DemoConfig:
     train_per_class: int = 60
     test_per_class: int = 30
     image_size: int = 64
+    # An image keeps each preferred attribute of its class with this probability (else any value): how much
+    # classes overlap in what captions name (main) and in the cues captions seldom name (hidden).
+    keep_main: float = 0.75
+    keep_hidden: float = 0.75
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,31 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class PretrainConfig:
+    """The demo CLIP's in-world contrastive pretraining (stage `pretrain_clip`; docs/clip.md)."""
+
+    # false: nothing is pretrained (the paper's setting, `clip.pretrained: openai`); the stage costs nothing.
+    enabled: bool = False
+    seed: int = 0  # the corpus (its own seed and ids, disjoint from the demo images) and the training order
+    n_images: int = 50000
+    captions_per_image: int = 2
+    heldout_images: int = 1000  # held-out pairs for retrieval and attribute zero-shot (another seed)
+    # Captions (data/corpus.py): a scene type is named only where >= scene_fit of its 4 main attributes match,
+    # then with probability scene_prob; hidden_prob: a seldom-named cue is named; caption_noise: one wrong word.
+    scene_fit: int = 3
+    scene_prob: float = 0.8
+    hidden_prob: float = 0.1
+    caption_noise: float = 0.05
+    steps: int = 600
+    batch_size: int = 256
+    lr: float = 3.0e-3
+    warmup_steps: int = 50
+    weight_decay: float = 0.1
+    # torch threads: part of the result (the order of float reductions), so a param.
+    threads: int = 2
+
+
+@dataclass(frozen=True)
 class ReportConfig:
     bootstrap: int = 1000
     ci: float = 0.95
@@ -122,6 +151,7 @@ class Params:
     clip: ClipConfig
     train: TrainConfig
     report: ReportConfig
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
     def source(self, dataset: str) -> SourceConfig:
         return self.sources[dataset]
@@ -226,6 +256,17 @@ def _validate(p: Params) -> None:
     need(p.demo.n_classes >= 2, "demo.n_classes", "must be >= 2")
     need(p.demo.train_per_class >= 1 and p.demo.test_per_class >= 1, "demo.train_per_class", "must be >= 1")
     need(p.demo.image_size >= 16, "demo.image_size", "must be >= 16")
+    for key in ("keep_main", "keep_hidden"):
+        need(0 <= getattr(p.demo, key) <= 1, f"demo.{key}", f"must be in [0, 1], got {getattr(p.demo, key)}")
+    pt = p.pretrain
+    need(pt.n_images >= pt.batch_size, "pretrain.n_images", f"must be >= pretrain.batch_size ({pt.batch_size})")
+    need(pt.captions_per_image >= 1, "pretrain.captions_per_image", "must be >= 1")
+    need(pt.heldout_images >= 10, "pretrain.heldout_images", "must be >= 10")
+    need(1 <= pt.scene_fit <= 4, "pretrain.scene_fit", f"must be in 1..4, got {pt.scene_fit}")
+    for key in ("scene_prob", "hidden_prob", "caption_noise"):
+        need(0 <= getattr(pt, key) <= 1, f"pretrain.{key}", f"must be in [0, 1], got {getattr(pt, key)}")
+    need(pt.steps >= 1 and pt.warmup_steps >= 0, "pretrain.steps", "must be >= 1 (warmup_steps >= 0)")
+    need(pt.lr > 0 and pt.threads >= 1, "pretrain.lr", "lr must be > 0 and threads >= 1")
     need(0 < p.report.ci < 1, "report.ci", f"must be in (0, 1), got {p.report.ci}")
     need(p.report.bootstrap >= 0, "report.bootstrap", "must be >= 0")
 

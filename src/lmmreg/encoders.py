@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import logging
 import os
 from collections.abc import Sequence
@@ -82,6 +83,58 @@ def check_clip_config(cfg: ClipConfig) -> None:
     if has_quick and not wants_quick:
         raise ValueError(f"clip.model: {cfg.model!r} builds QuickGELU, but {cfg.pretrained} weights were trained "
                          f"with GELU (open_clip only warns). Use {base}.")
+
+
+CHECKPOINT_FORMAT = "lmmreg-clip-checkpoint/1"
+
+
+def checkpoint_meta_path(path: str | os.PathLike) -> Path:
+    """The JSON beside a checkpoint that says what it is: `clip.pt` -> `clip.json`."""
+    return Path(path).with_suffix(".json")
+
+
+def save_clip_checkpoint(model: nn.Module, path: str | os.PathLike, *, arch: str, made_by: dict) -> dict:
+    """Save a state dict open_clip loads by path, and beside it the architecture it was trained as.
+
+    A state dict does not record the activation: a GELU-trained file loads silently into a `-quickgelu`
+    architecture. The sidecar records the architecture name and its QuickGELU setting, and `resolve_weights`
+    refuses a mismatch.
+    """
+    register_model_configs()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
+    meta = {"format": CHECKPOINT_FORMAT, "arch": arch,
+            "quick_gelu": bool((open_clip.get_model_config(arch) or {}).get("quick_gelu", False)),
+            "open_clip": open_clip.__version__, "torch": torch.__version__, **made_by}
+    checkpoint_meta_path(path).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+    return meta
+
+
+def read_checkpoint_meta(path: str | os.PathLike) -> dict | None:
+    """The sidecar of a checkpoint saved by :func:`save_clip_checkpoint`, or None for any other file."""
+    meta_path = checkpoint_meta_path(path)
+    if not meta_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{meta_path}: not valid JSON ({e})") from None
+    return meta if isinstance(meta, dict) and meta.get("format") == CHECKPOINT_FORMAT else None
+
+
+def check_checkpoint_arch(cfg: ClipConfig, path: Path) -> None:
+    """Refuse a checkpoint whose recorded architecture (name or QuickGELU) differs from `clip.model`."""
+    meta = read_checkpoint_meta(path)
+    if meta is None:
+        log.warning("%s: no %s beside it, so its architecture (and QuickGELU) cannot be checked against "
+                    "clip.model %s", path, checkpoint_meta_path(path).name, cfg.model)
+        return
+    want_quick = bool((open_clip.get_model_config(cfg.model) or {}).get("quick_gelu", False))
+    if meta.get("arch") != cfg.model or bool(meta.get("quick_gelu")) != want_quick:
+        raise ValueError(
+            f"clip.pretrained: {path} was trained as {meta.get('arch')} (quick_gelu={meta.get('quick_gelu')}), "
+            f"but clip.model is {cfg.model} (quick_gelu={want_quick}); set clip.model: {meta.get('arch')}")
 
 
 @dataclass(frozen=True)
@@ -160,6 +213,7 @@ def resolve_weights(cfg: ClipConfig, *, cache_dir: str | os.PathLike | None = No
         path = Path(cfg.pretrained).expanduser()
         if not path.is_file():
             raise WeightsNotFoundError(f"clip.pretrained: checkpoint file {path} not found")
+        check_checkpoint_arch(cfg, path)
         return Weights(str(path), "file")
     tag_cfg = open_clip.get_pretrained_cfg(cfg.model, cfg.pretrained)
     preprocess = {k: tag_cfg[k] for k in _PREPROCESS_KEYS if k in tag_cfg}

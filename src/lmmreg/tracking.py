@@ -180,6 +180,42 @@ def load_json_artifact(run_id: str, name: str) -> Any:
         return json.loads(Path(path).read_text())
 
 
+PRETRAIN_EXPERIMENT = "pretrain"
+
+
+def log_pretrain_run(*, name: str, params: dict[str, Any], history: list[dict], final: dict[str, float],
+                     tags: dict[str, str], artifacts: list[Path]) -> str:
+    """The demo CLIP's pretraining as one run of the `pretrain` experiment: params, per-step curves
+    (loss, lr, logit scale, images/s), the evaluation of the trained and the random-init model, files."""
+    import time
+
+    from mlflow.entities import Metric
+
+    client = _client()
+    exp = client.get_experiment_by_name(PRETRAIN_EXPERIMENT)
+    if exp is None:
+        uri = tracking_uri()
+        location = (project_root() / "mlartifacts").as_uri() if uri.startswith(("sqlite:", "file:")) else None
+        exp_id = client.create_experiment(PRETRAIN_EXPERIMENT, artifact_location=location)
+    else:
+        exp_id = exp.experiment_id
+    run = client.create_run(exp_id, run_name=name, tags={**context_tags(), **tags, f"{TAG}kind": "pretrain"})
+    run_id = run.info.run_id
+    flat = _flatten(params)
+    from mlflow.entities import Param
+
+    client.log_batch(run_id, params=[Param(k, v[:6000]) for k, v in sorted(flat.items())])
+    now = int(time.time() * 1000)
+    metrics = [Metric(k, float(v), now, int(row["step"])) for row in history for k, v in row.items() if k != "step"]
+    metrics += [Metric(k, float(v), now, 0) for k, v in final.items()]
+    for i in range(0, len(metrics), 1000):
+        client.log_batch(run_id, metrics=metrics[i:i + 1000])
+    for path in artifacts:
+        client.log_artifact(run_id, str(path))
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
 def main() -> None:
     """`python -m lmmreg.tracking init`: create the store before parallel runs (make repro does this)."""
     import sys

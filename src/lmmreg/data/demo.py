@@ -1,11 +1,13 @@
-"""The embedded demo dataset: small synthetic scenes drawn deterministically from a seed.
+"""The embedded demo world: small synthetic scenes drawn deterministically from a seed.
 
-Each class is a *scene type* with a preferred shape, colour, background and object count. An image
-keeps each preferred attribute with probability 0.75 and otherwise draws it from the whole vocabulary,
-so classes share attributes (two classes may both be "red", or both be "on grass") and overlap. The
-scene of every image is written to `scenes.json` so the scripted describer can talk about what was
-drawn, the way an LMM talks about what it sees. Layout: `<root>/<split>/<class>/<split>_<nnnnn>.png`,
-i.e. the `imagefolder` layout.
+A scene has attributes that captions name readily (shape, colour, background, count, size) and cues that
+alt-text rarely names (the layout of the objects, the background's texture, a secondary object), the way
+web captions name the obvious and leave out the rest. Each *scene type* (a class, e.g. "kite show") has a
+preferred value of every attribute; an image keeps each preferred value with probability `demo.keep_main`
+(`demo.keep_hidden` for the seldom-named cues) and otherwise draws it from the whole vocabulary, so classes overlap. The same rendering code draws the demo
+dataset and the pretraining corpus of the demo CLIP (:mod:`lmmreg.data.corpus`), whose attributes are drawn
+from the whole vocabulary. The scene of every demo image is written to `scenes.json` so the scripted
+describer can talk about what was drawn. Layout: `<root>/<split>/<class>/<split>_<nnnnn>.png` (imagefolder).
 """
 
 from __future__ import annotations
@@ -32,17 +34,50 @@ BACKGROUNDS = {
     "sand": ((210, 180, 120), (240, 220, 170)), "night": ((10, 10, 40), (40, 40, 90)),
     "brick": ((150, 60, 40), (190, 100, 70)), "snow": ((225, 230, 240), (250, 250, 255)),
 }
-# Names of the scene types, in label order; the attribute triples below define them.
+COUNTS = (1, 2, 3)
+SIZES = ("small", "large")
+# The cues captions seldom name.
+LAYOUTS = ("scattered", "row", "column", "diagonal")
+TEXTURES = ("plain", "striped", "dotted", "checkered")
+EXTRAS = ("none", "moon", "flag", "fence")
+# The world's language: the words captions and descriptions use for each attribute value (synonyms).
+# Seldom-named cues are keyed "<attribute>:<value>"; an empty word means there is nothing to name.
+WORDS: dict = {
+    "circle": ["circle", "round disc", "dot", "ball"], "square": ["square", "box", "block", "tile"],
+    "triangle": ["triangle", "pyramid shape", "wedge"], "star": ["star", "starburst", "five-pointed star"],
+    "ring": ["ring", "hoop", "donut shape"], "cross": ["cross", "plus sign", "x-shaped mark"],
+    "sky": ["a blue sky", "an open sky", "the daytime sky"], "grass": ["green grass", "a lawn", "a meadow"],
+    "sand": ["sand", "a sandy beach", "dunes"], "night": ["a night sky", "darkness", "a dark evening"],
+    "brick": ["a brick wall", "red bricks", "masonry"], "snow": ["snow", "a snowy field", "white frost"],
+    1: ["a single", "one", "a lone"], 2: ["two", "a pair of", "twin"], 3: ["three", "several", "a trio of"],
+    "layout:scattered": ["scattered around", "spread out"], "layout:row": ["arranged in a row", "lined up"],
+    "layout:column": ["stacked in a column", "one above the other"],
+    "layout:diagonal": ["along a diagonal", "in a diagonal line"],
+    "texture:plain": [""], "texture:striped": ["a striped background", "horizontal stripes"],
+    "texture:dotted": ["a dotted pattern", "polka dots"],
+    "texture:checkered": ["a checkered pattern", "a checkerboard"],
+    "extra:none": [""], "extra:moon": ["a moon in the corner", "a pale moon"],
+    "extra:flag": ["a small pink flag", "a flag on a pole"], "extra:fence": ["a wooden fence", "a fence at the bottom"],
+}
+# Names of the scene types, in label order; `class_prototypes` gives each its preferred attributes.
 SCENE_NAMES = (
     "balloon festival", "meadow picnic", "beach day", "night market", "city wall",
     "ski slope", "kite show", "garden party", "desert caravan", "starry camp",
     "harbor signals", "winter fair",
 )
-KEEP_PROB = 0.75
+# The attributes captions name readily, and the ones they seldom name (in `scene` dicts).
+MAIN_ATTRS = ("shape", "color", "background", "count")
+HIDDEN_ATTRS = ("layout", "texture", "extra")
+
+
+def vocab() -> dict[str, tuple]:
+    """Every value of every attribute, the whole world's vocabulary."""
+    return {"shape": SHAPES, "color": tuple(COLORS), "background": tuple(BACKGROUNDS), "count": COUNTS,
+            "size": SIZES, "layout": LAYOUTS, "texture": TEXTURES, "extra": EXTRAS}
 
 
 def class_prototypes(n_classes: int, seed: int) -> list[dict]:
-    """One (shape, colour, background, count) prototype per class; neighbours share attributes."""
+    """One prototype per scene type; neighbours share attributes (prototype k does not depend on n_classes)."""
     if n_classes > len(SCENE_NAMES):
         raise ValueError(f"demo.n_classes: at most {len(SCENE_NAMES)} scene types, got {n_classes}")
     rng = np.random.default_rng(seed)
@@ -56,21 +91,32 @@ def class_prototypes(n_classes: int, seed: int) -> list[dict]:
             "color": colors[(k * 3 + int(rng.integers(0, 2))) % len(colors)],
             "background": bgs[(k // 2 + k % 2 * 3) % len(bgs)],
             "count": int(1 + k % 3),
+            "layout": LAYOUTS[(k * 3) % len(LAYOUTS)],
+            "texture": TEXTURES[(k // 2) % len(TEXTURES)],
+            "extra": EXTRAS[(k * 5 + 1) % len(EXTRAS)],
         })
     return protos
 
 
-def sample_scene(proto: dict, rng: np.random.Generator) -> dict:
-    def keep(value, pool):
-        return value if rng.random() < KEEP_PROB else pool[int(rng.integers(0, len(pool)))]
+def sample_scene(proto: dict, rng: np.random.Generator, *, keep_main: float = 0.75,
+                 keep_hidden: float = 0.75) -> dict:
+    """A scene of type `proto`: each preferred attribute kept with probability keep_main / keep_hidden."""
+    def keep(value, pool, p):
+        return value if rng.random() < p else pool[int(rng.integers(0, len(pool)))]
 
-    return {
-        "shape": keep(proto["shape"], SHAPES),
-        "color": keep(proto["color"], list(COLORS)),
-        "background": keep(proto["background"], list(BACKGROUNDS)),
-        "count": int(keep(proto["count"], (1, 2, 3))),
-        "size": ["small", "large"][int(rng.random() < 0.5)],
-    }
+    v = vocab()
+    scene = {a: keep(proto[a], v[a], keep_main) for a in MAIN_ATTRS}
+    scene["count"] = int(scene["count"])
+    scene["size"] = SIZES[int(rng.random() < 0.5)]
+    scene.update({a: keep(proto[a], v[a], keep_hidden) for a in HIDDEN_ATTRS})
+    return scene
+
+
+def random_scene(rng: np.random.Generator) -> dict:
+    """A scene with every attribute drawn uniformly from the whole vocabulary (the pretraining corpus)."""
+    scene = {a: vals[int(rng.integers(0, len(vals)))] for a, vals in vocab().items()}
+    scene["count"] = int(scene["count"])
+    return scene
 
 
 def _polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, float]]:
@@ -86,17 +132,70 @@ def _polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, fl
     raise ValueError(shape)
 
 
+def _centres(layout: str, count: int, size: int, r: float, rng: np.random.Generator) -> list[tuple[float, float]]:
+    """Object centres for a layout: evenly spaced along a line (row, column, diagonal) or anywhere (scattered)."""
+    lo, hi = r, size - r
+    if layout == "scattered":
+        return [tuple(rng.uniform(lo, hi, 2)) for _ in range(count)]
+    t = (np.arange(count) + 0.5) / count if count > 1 else np.array([rng.uniform(0.3, 0.7)])
+    t = lo + (hi - lo) * t + rng.normal(0, size * 0.02, count)
+    c = rng.uniform(lo + (hi - lo) * 0.3, lo + (hi - lo) * 0.7)  # where the line lies
+    if layout == "row":
+        return [(float(x), float(c)) for x in t]
+    if layout == "column":
+        return [(float(c), float(y)) for y in t]
+    return [(float(x), float(x)) for x in t]  # diagonal, top-left to bottom-right
+
+
+def _texture(img: Image.Image, texture: str, size: int) -> None:
+    """A faint pattern over the background: stripes, dots or a checkerboard (`plain` draws nothing)."""
+    if texture == "plain":
+        return
+    arr = np.asarray(img, dtype=np.float64)
+    yy, xx = np.mgrid[0:size, 0:size]
+    step = max(4, size // 8)
+    if texture == "striped":
+        mask = (yy // (step // 2)) % 2 == 0
+    elif texture == "dotted":
+        mask = ((yy % step - step / 2) ** 2 + (xx % step - step / 2) ** 2) < (step / 4) ** 2
+    else:  # checkered
+        mask = ((yy // step) + (xx // step)) % 2 == 0
+    shade = 28.0 if arr.mean() < 128 else -28.0
+    arr[mask] += shade
+    img.paste(Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)))
+
+
+def _extra(draw: ImageDraw.ImageDraw, extra: str, size: int, rng: np.random.Generator) -> None:
+    """The secondary object: a moon in a top corner, a flag on a pole, a fence along the bottom."""
+    s = size / 64
+    if extra == "moon":
+        x = rng.uniform(6, 14) * s if rng.random() < 0.5 else size - rng.uniform(6, 14) * s
+        y = rng.uniform(6, 12) * s
+        draw.ellipse((x - 5 * s, y - 5 * s, x + 5 * s, y + 5 * s), fill=(245, 240, 200))
+    elif extra == "flag":
+        x = rng.uniform(8, size - 16 * s)
+        draw.rectangle((x, 6 * s, x + 1.5 * s, 26 * s), fill=(90, 70, 50))
+        draw.polygon([(x + 1.5 * s, 6 * s), (x + 12 * s, 10 * s), (x + 1.5 * s, 14 * s)], fill=(230, 30, 120))
+    elif extra == "fence":
+        y = size - rng.uniform(6, 10) * s
+        draw.rectangle((0, y, size, y + 1.5 * s), fill=(120, 90, 60))
+        for x in np.arange(2 * s, size, 7 * s):
+            draw.rectangle((x, y - 5 * s, x + 1.5 * s, y + 5 * s), fill=(120, 90, 60))
+
+
 def render_scene(scene: dict, size: int, rng: np.random.Generator) -> Image.Image:
-    """Draw one scene: a vertical gradient background, `count` jittered shapes, a little blur and noise."""
+    """Draw one scene: gradient background with its texture, the secondary object, `count` shapes in their
+    layout, a little blur and noise. Scenes without the seldom-named cues draw as plain scattered shapes."""
     lo, hi = (np.array(c, dtype=np.float64) for c in BACKGROUNDS[scene["background"]])
     t = np.linspace(0, 1, size)[:, None, None]
     bg = lo + (hi - lo) * t + rng.normal(0, 6, (size, 1, 3))  # [H, 1, 3]
     img = Image.fromarray(np.clip(np.broadcast_to(bg, (size, size, 3)), 0, 255).astype(np.uint8))
+    _texture(img, scene.get("texture", "plain"), size)
     draw = ImageDraw.Draw(img)
+    _extra(draw, scene.get("extra", "none"), size, rng)
     base = np.array(COLORS[scene["color"]], dtype=np.float64)
     r = size * (0.18 if scene["size"] == "large" else 0.11)
-    for _ in range(scene["count"]):
-        cx, cy = rng.uniform(r, size - r, 2)
+    for cx, cy in _centres(scene.get("layout", "scattered"), scene["count"], size, r, rng):
         rr = r * rng.uniform(0.8, 1.2)
         fill = tuple(int(v) for v in np.clip(base + rng.normal(0, 18, 3), 0, 255))
         box = (cx - rr, cy - rr, cx + rr, cy + rr)
@@ -129,7 +228,7 @@ def generate_demo(cfg: DemoConfig, out_dir: str | Path) -> dict:
             class_dir = out / split / proto["name"]
             class_dir.mkdir(parents=True, exist_ok=True)
             for _ in range(per_class):
-                scene = sample_scene(proto, rng)
+                scene = sample_scene(proto, rng, keep_main=cfg.keep_main, keep_hidden=cfg.keep_hidden)
                 rel = f"{split}/{proto['name']}/{split}_{counter:05d}.png"
                 render_scene(scene, cfg.image_size, rng).save(out / rel, optimize=False)
                 scenes[rel] = scene

@@ -1,7 +1,8 @@
 """The demo's scripted describer: writes an LMM-like numbered answer about the scene the demo drew.
 
 Noise like a real LMM's: each description mentions a random subset of the attributes, uses synonyms,
-and with probability `noise` names a wrong colour, shape or background. Deterministic per (seed, image).
+and with probability `noise` names a wrong value of each attribute it mentions (noise 1: descriptions
+unrelated to the image). Deterministic per (seed, image).
 """
 
 from __future__ import annotations
@@ -13,18 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from lmmreg.config import DescribeConfig
-from lmmreg.data.demo import BACKGROUNDS, COLORS, SHAPES
+from lmmreg.data.demo import BACKGROUNDS, COLORS, COUNTS, EXTRAS, LAYOUTS, SHAPES, TEXTURES, WORDS
 from lmmreg.describe.base import Answer, DescribeItem, check_options
 
-SYNONYMS = {
-    "circle": ["circle", "round disc", "dot", "ball"], "square": ["square", "box", "block", "tile"],
-    "triangle": ["triangle", "pyramid shape", "wedge"], "star": ["star", "starburst", "five-pointed star"],
-    "ring": ["ring", "hoop", "donut shape"], "cross": ["cross", "plus sign", "x-shaped mark"],
-    "sky": ["a blue sky", "an open sky", "the daytime sky"], "grass": ["green grass", "a lawn", "a meadow"],
-    "sand": ["sand", "a sandy beach", "dunes"], "night": ["a night sky", "darkness", "a dark evening"],
-    "brick": ["a brick wall", "red bricks", "masonry"], "snow": ["snow", "a snowy field", "white frost"],
-}
-COUNT_WORDS = {1: ["a single", "one", "a lone"], 2: ["two", "a pair of", "twin"], 3: ["three", "several", "a trio of"]}
 TEMPLATES = [
     "{count} {size} {color} {shape}s over {bg}.",
     "A picture showing {count} {color} {shape}s.",
@@ -38,7 +30,13 @@ TEMPLATES = [
     "The background is {bg}.",
     "Several {color} forms resembling {shape}s.",
     "A minimal illustration with {count} {shape}s.",
+    # An LMM also mentions what alt-text seldom names: the arrangement, the texture, a secondary object.
+    "The {shape}s are {layout}.",
+    "Behind them there is {texture}.",
+    "The picture also shows {extra}.",
 ]
+# What the last three templates say when there is nothing to name.
+EMPTY_CUE = {"texture": "a plain background", "extra": "nothing else"}
 
 
 class ScriptedDescriber:
@@ -66,11 +64,15 @@ class ScriptedDescriber:
         shape = maybe_wrong(scene["shape"], SHAPES)
         color = maybe_wrong(scene["color"], list(COLORS))
         bg = maybe_wrong(scene["background"], list(BACKGROUNDS))
+        count = maybe_wrong(scene["count"], COUNTS)
         pick = lambda xs: xs[int(rng.integers(0, len(xs)))]  # noqa: E731
         words = {
-            "shape": pick(SYNONYMS[shape]), "color": color, "bg": pick(SYNONYMS[bg]),
-            "count": pick(COUNT_WORDS[scene["count"]]), "size": scene["size"],
+            "shape": pick(WORDS[shape]), "color": color, "bg": pick(WORDS[bg]),
+            "count": pick(WORDS[count]), "size": scene["size"],
         }
+        for attr, pool in (("layout", LAYOUTS), ("texture", TEXTURES), ("extra", EXTRAS)):
+            cue = pick(WORDS[f"{attr}:{maybe_wrong(scene.get(attr, pool[0]), pool)}"])
+            words[attr] = cue or EMPTY_CUE[attr]
         words["bg_cap"] = words["bg"][0].upper() + words["bg"][1:]
         text = pick(TEMPLATES).format(**words)
         return text[0].upper() + text[1:]

@@ -1,6 +1,6 @@
 """Stage `report`: Tables 1-2, Fig. 2, statistics and the alpha ablation, regenerated from MLflow runs.
 
-    python -m lmmreg.stages.report --prepared data/prepared --out reports
+    python -m lmmreg.stages.report --prepared data/prepared --out reports --pretrain-metrics metrics/pretrain.json
     python -m lmmreg.stages.report --prepared data/prepared --out reports --from-snapshot reports/snapshot
 
 Runs are picked by configuration (see `lmmreg.methods.run_identity`); the snapshot they were read into
@@ -21,7 +21,8 @@ from lmmreg.report import build_report, collect_snapshot, read_snapshot, write_s
 log = logging.getLogger(__name__)
 
 
-def main(params: Params, *, prepared: Path, out: Path, from_snapshot: Path | None = None) -> None:
+def main(params: Params, *, prepared: Path, out: Path, from_snapshot: Path | None = None,
+         pretrain_metrics: Path | None = None) -> None:
     classes = {}
     for d in params.datasets:
         path = prepared / d / "classes.json"
@@ -33,7 +34,9 @@ def main(params: Params, *, prepared: Path, out: Path, from_snapshot: Path | Non
         shutil.copytree(from_snapshot, snap_dir, dirs_exist_ok=True)
     snap = read_snapshot(snap_dir)  # both paths build from the files, so they give identical tables
     shutil.copyfile(snap_dir / "runs.csv", out / "runs.csv")
-    build_report(snap, params, classes, out)
+    # What the demo CLIP is (the pretrain_clip stage's summary), for the report's banner.
+    pretrain = json.loads(pretrain_metrics.read_text()) if pretrain_metrics and pretrain_metrics.is_file() else None
+    build_report(snap, params, classes, out, pretrain)
     if snap.missing:
         log.warning("missing runs (named in the report): %s", ", ".join(snap.missing))
     log.info("report from %d runs -> %s", len(snap.runs), out)
@@ -44,7 +47,9 @@ def cli() -> None:
     parser.add_argument("--prepared", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--from-snapshot", type=Path, default=None)
-    run_stage(lambda a, p: main(p, prepared=a.prepared, out=a.out, from_snapshot=a.from_snapshot), parser)
+    parser.add_argument("--pretrain-metrics", type=Path, default=None, help="the pretrain_clip stage's summary")
+    run_stage(lambda a, p: main(p, prepared=a.prepared, out=a.out, from_snapshot=a.from_snapshot,
+                                pretrain_metrics=a.pretrain_metrics), parser)
 
 
 if __name__ == "__main__":
