@@ -110,3 +110,34 @@ def test_report_banner_says_what_the_model_is():
     text = demo_banner(pre, {"enabled": True, "train_minutes": 3.9,
                              "trained": {"zs_demo_test": 70.1, "zs_demo_chance": 12.5}})
     assert "pretrained for 3.9 min" in text and "randomly" not in text and "70.1%" in text
+
+
+def test_interrupted_pretraining_resumes_to_the_same_weights(tmp_path):
+    torch.set_num_threads(1)
+    cfg = PretrainConfig(enabled=True, n_images=96, heldout_images=10, steps=8, batch_size=32, warmup_steps=2)
+    corpus = render_corpus(cfg, stream=TRAIN, n=cfg.n_images, demo_seed=0, image_size=64, workers=0)
+
+    def fresh():
+        model, _, tok = build_clip(ClipConfig(model=TINY))
+        return model, tok
+
+    straight, tok = fresh()
+    full = train_clip(straight, tok, corpus, cfg)
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_6(row):
+        if row["step"] == 6:
+            raise Killed
+
+    resume = tmp_path / "state.pt"
+    first, _ = fresh()
+    with pytest.raises(Killed):
+        train_clip(first, tok, corpus, cfg, on_step=kill_at_6, resume=resume, save_every=4)
+    assert torch.load(resume, weights_only=False)["step"] == 4
+    second, _ = fresh()
+    resumed = train_clip(second, tok, corpus, cfg, resume=resume, save_every=4)
+    assert [r["loss"] for r in resumed] == [r["loss"] for r in full]
+    for (k, v), (_, w) in zip(straight.state_dict().items(), second.state_dict().items(), strict=True):
+        assert torch.equal(v, w), k

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -100,9 +102,21 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
             {"params": [p for n, p in named if not exclude(n, p)], "weight_decay": weight_decay}]
 
 
+def _save_state(path: Path, state: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # atomic: a kill never leaves a torn resume file
+
+
 def train_clip(model: nn.Module, tokenizer, corpus: Corpus, cfg: PretrainConfig,
-               on_step: Callable[[dict], None] | None = None) -> list[dict]:
-    """ClipLoss training on the corpus for `cfg.steps` steps; returns one dict per step (loss, lr, scale, img/s)."""
+               on_step: Callable[[dict], None] | None = None, resume: Path | None = None,
+               save_every: int = 100) -> list[dict]:
+    """ClipLoss training on the corpus for `cfg.steps` steps; returns one dict per step (loss, lr, scale, img/s).
+
+    With `resume`, the whole training state (model, optimiser, data order, generator, history) is saved there
+    every `save_every` steps and picked up by the next call, so an interrupted run continues where it stopped
+    and ends with the same weights as an uninterrupted one.
+    """
     from open_clip.loss import ClipLoss
     from open_clip_train.scheduler import cosine_lr
 
@@ -114,12 +128,19 @@ def train_clip(model: nn.Module, tokenizer, corpus: Corpus, cfg: PretrainConfig,
     loss_fn = ClipLoss()
     opt = torch.optim.AdamW(parameter_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
     schedule = cosine_lr(opt, cfg.lr, cfg.warmup_steps, cfg.steps)
-    model.train()
     history: list[dict] = []
-    order, pos = torch.randperm(n, generator=gen), 0
-    bar = tqdm(total=cfg.steps, desc="pretrain CLIP", unit="step")
+    order, pos, start = torch.randperm(n, generator=gen), 0, 0
+    if resume is not None and resume.is_file():
+        state = torch.load(resume, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        gen.set_state(state["gen"])
+        order, pos, start, history = state["order"], state["pos"], state["step"], state["history"]
+        log.info("resuming pretraining at step %d of %d from %s", start, cfg.steps, resume)
+    model.train()
+    bar = tqdm(total=cfg.steps, initial=start, desc="pretrain CLIP", unit="step")
     t0 = time.perf_counter()
-    for step in range(cfg.steps):
+    for step in range(start, cfg.steps):
         if pos + cfg.batch_size > n:  # a new pass over the corpus
             order, pos = torch.randperm(n, generator=gen), 0
         idx = order[pos:pos + cfg.batch_size]
@@ -143,11 +164,14 @@ def train_clip(model: nn.Module, tokenizer, corpus: Corpus, cfg: PretrainConfig,
         history.append(row)
         bar.update(1)
         bar.set_postfix(loss=f"{row['loss']:.3f}", scale=f"{row['logit_scale']:.1f}")
+        if resume is not None and (step + 1) % save_every == 0 and step + 1 < cfg.steps:
+            _save_state(resume, {"model": model.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
+                                 "order": order, "pos": pos, "step": step + 1, "history": history})
         if on_step:
             on_step(row)
     bar.close()
     model.eval()
-    log.info("pretrained %d steps in %.1f s", cfg.steps, time.perf_counter() - t0)
+    log.info("pretrained %d steps in %.1f s", cfg.steps - start, time.perf_counter() - t0)
     return history
 
 

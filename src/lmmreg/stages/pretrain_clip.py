@@ -1,13 +1,14 @@
 """Stage `pretrain_clip`: the demo CLIP learns its own world before the experiment starts.
 
     python -m lmmreg.stages.pretrain_clip --demo-raw data/raw/demo --out models/clip_pretrain \
-        --metrics metrics/pretrain.json [--workers 2]
+        --metrics metrics/pretrain.json --resume-dir data/cache/pretrain [--workers 2]
 
 With `pretrain.enabled` (the demo) it renders the corpus from its seed (data/corpus.py), trains the
 random-init `clip.model` contrastively (pretrain.py), evaluates it beside the random init, and writes an
 open_clip checkpoint that `clip.pretrained` points at, with a sidecar JSON saying what it is. Without it
 (the paper's setting, `clip.pretrained: openai`) nothing is pretrained: the stage writes a note and
-returns at once. `--workers` (rendering processes) changes no result.
+returns at once. `--workers` (rendering processes) changes no result; an interrupted run resumes from
+its last saved step in `--resume-dir`.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ def load_demo_test(raw: Path) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     return images, labels, names
 
 
-def main(params: Params, *, demo_raw: Path, out: Path, metrics: Path, workers: int = 0) -> dict:
+def main(params: Params, *, demo_raw: Path, out: Path, metrics: Path, workers: int = 0,
+         resume_dir: Path | None = None) -> dict:
     cfg = params.pretrain
     out.mkdir(parents=True, exist_ok=True)
     metrics.parent.mkdir(parents=True, exist_ok=True)
@@ -80,8 +82,14 @@ def main(params: Params, *, demo_raw: Path, out: Path, metrics: Path, workers: i
                              class_names=names, class_prompt=params.clip.class_prompt)
 
     before = evaluate()
+    # An interrupted run resumes from here; keyed by everything that shapes the training.
+    resume = None
+    if resume_dir is not None:
+        resume_dir.mkdir(parents=True, exist_ok=True)
+        key = stable_hash({"pretrain": cfg, "clip": params.clip, "demo": params.demo})
+        resume = resume_dir / f"{key}.pt"
     t1 = time.perf_counter()
-    history = train_clip(model, tokenizer, corpus, cfg)
+    history = train_clip(model, tokenizer, corpus, cfg, resume=resume)
     train_s = time.perf_counter() - t1
     after = evaluate()
     made_by = {"made_by": "lmmreg pretrain_clip", "pretrain": to_dict(cfg), "pretrain_hash": stable_hash(cfg),
@@ -89,6 +97,8 @@ def main(params: Params, *, demo_raw: Path, out: Path, metrics: Path, workers: i
                "pairs": cfg.n_images * cfg.captions_per_image, "train_minutes": round(train_s / 60, 2),
                "zs_demo_test": round(after["zs_demo_test"], 2)}
     save_clip_checkpoint(model, ckpt, arch=params.clip.model, made_by=made_by)
+    if resume is not None:
+        resume.unlink(missing_ok=True)
     ips = cfg.steps * cfg.batch_size / train_s
     summary = {"enabled": True, "images_per_s": round(ips, 1), "train_minutes": round(train_s / 60, 2),
                "render_s": round(render_s, 1), "final_loss": round(history[-1]["loss"], 4),
@@ -114,7 +124,10 @@ def cli() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--metrics", type=Path, required=True)
     parser.add_argument("--workers", type=int, default=2, help="processes rendering the corpus (no effect on results)")
-    run_stage(lambda a, p: main(p, demo_raw=a.demo_raw, out=a.out, metrics=a.metrics, workers=a.workers), parser)
+    parser.add_argument("--resume-dir", type=Path, default=None,
+                        help="where an interrupted pretraining keeps its state (resumed by the next run)")
+    run_stage(lambda a, p: main(p, demo_raw=a.demo_raw, out=a.out, metrics=a.metrics, workers=a.workers,
+                                resume_dir=a.resume_dir), parser)
 
 
 if __name__ == "__main__":
