@@ -4,10 +4,11 @@ A scene has attributes that captions name readily (shape, colour, background, co
 alt-text rarely names (the layout of the objects, the background's texture, a secondary object), the way
 web captions name the obvious and leave out the rest. Each *scene type* (a class, e.g. "kite show") has a
 preferred value of every attribute; an image keeps each preferred value with probability `demo.keep_main`
-(`demo.keep_hidden` for the seldom-named cues) and otherwise draws it from the whole vocabulary, so classes overlap. The same rendering code draws the demo
-dataset and the pretraining corpus of the demo CLIP (:mod:`lmmreg.data.corpus`), whose attributes are drawn
-from the whole vocabulary. The scene of every demo image is written to `scenes.json` so the scripted
-describer can talk about what was drawn. Layout: `<root>/<split>/<class>/<split>_<nnnnn>.png` (imagefolder).
+(`demo.keep_hidden` for the seldom-named cues) and otherwise draws it from the whole vocabulary, so classes
+overlap. The same rendering code draws the demo dataset and the pretraining corpus of the demo CLIP
+(:mod:`lmmreg.data.corpus`), whose attributes are drawn from the whole vocabulary. The scene of every demo
+image is written to `scenes.json` so the scripted describer can talk about what was drawn.
+Layout: `<root>/<split>/<class>/<split>_<nnnnn>.png` (the imagefolder layout).
 """
 
 from __future__ import annotations
