@@ -8,6 +8,7 @@ user who never activated it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -77,3 +78,35 @@ def wait_for_queue(repo: Path, env: dict, timeout: float = 900) -> str:
         if ("Queued" not in status and "Running" not in status) or time.time() > deadline:
             return status
         time.sleep(5)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def local_server(cmd: list[str], *, url: str, log: Path, timeout: float = 240, env: dict | None = None):
+    """Run a server (on 127.0.0.1) for the duration of the block, once `url` answers 200."""
+    import httpx
+
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, cwd=log.parent, stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, **(env or {})})
+        try:
+            deadline = time.time() + timeout
+            while True:
+                try:
+                    if httpx.get(url, timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert proc.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+                time.sleep(1)
+            yield proc
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
