@@ -40,7 +40,7 @@ def dvc_params(**overrides) -> dict:
 
 
 def git_env(*, venv_on_path: bool = True, **extra: str) -> dict:
-    """The environment minus DVC's and MLflow's variables; PATH holds the venv only when asked."""
+    """The environment minus DVC, MLflow, AWS and venv variables; PATH holds the venv only when asked."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "MLFLOW_", "AWS_", "VIRTUAL_ENV"))}
     path = "/usr/local/bin:/usr/bin:/bin"
     env.update(PATH=f"{BIN}:{env.get('PATH', path)}" if venv_on_path else path, GIT_AUTHOR_NAME="t",
