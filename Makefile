@@ -1,6 +1,6 @@
 # Two commands do all the set-up on a fresh machine:
 #   make repro   install (pinned, from uv.lock) and run the whole pipeline (`dvc repro`)
-#   make test    install the same and run the test suite (what .ci/run calls)
+#   make test    install the same plus the remote tests' extras (dvc-s3, moto) and run the test suite (.ci/run)
 # The only prerequisite is python3 (>= 3.10) with pip; uv is bootstrapped from PyPI if missing.
 
 UV_VERSION := 0.13.8
@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup repro test test-fast bench lint mlflow-init
+.PHONY: setup setup-test repro test test-fast bench lint mlflow-init
 
 setup: $(VENV)/.synced
 
@@ -18,13 +18,21 @@ $(VENV)/.synced: pyproject.toml uv.lock
 	$(UV) sync --frozen
 	@touch $@
 
+# The S3 remote test needs dvc-s3 (the `s3` extra, for users of an S3 remote too) and moto's S3 server (the
+# `s3-test` group); `make repro` goes without them. After a plain re-sync (newer .synced) this re-syncs.
+setup-test: $(VENV)/.synced-test
+
+$(VENV)/.synced-test: $(VENV)/.synced
+	$(UV) sync --frozen --extra s3 --group s3-test
+	@touch $@
+
 mlflow-init: setup
 	python -m lmmreg.tracking init
 
 repro: mlflow-init
 	dvc repro
 
-test: setup
+test: setup-test
 	python -m pytest -q
 
 test-fast: setup

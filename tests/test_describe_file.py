@@ -21,7 +21,7 @@ def test_jsonl_by_id_csv_by_path_and_sha(tmp_path):
     src = tmp_path / "import.jsonl"
     src.write_text("".join(json.dumps({"id": r.id, "descriptions": [f"{r.class_name} photo", "a  second\nline"]})
                            + "\n" for r in records))
-    params = make_params(backend="file", options={"path": str(src)})
+    params = make_params(backend="file", import_file=str(src), options={})
     stage.main(params, **paths)
     out = read_jsonl(paths["out"])
     assert [o["descriptions"] for o in out] == [[f"{r.class_name} photo", "a second line"] for r in records]
@@ -32,14 +32,14 @@ def test_jsonl_by_id_csv_by_path_and_sha(tmp_path):
         w.writerow(["path", "description"])
         for r in records:
             w.writerows([[r.path, f"first {r.id}"], [str((paths["raw"] / r.path).resolve()), f"second {r.id}"]])
-    params_csv = make_params(backend="file", options={"path": str(by_path), "key": "path"})
+    params_csv = make_params(backend="file", import_file=str(by_path), options={"key": "path"})
     stage.main(params_csv, **{**paths, "out": tmp_path / "csv.jsonl"})
     for o in read_jsonl(tmp_path / "csv.jsonl"):
         assert o["descriptions"] == [f"first {o['id']}", f"second {o['id']}"]
 
     by_sha = tmp_path / "sha.csv"
     by_sha.write_text("sha256,answer\n" + "".join(f'{r.sha256},"Sure:\n1. x {r.id}\n2. y"\n' for r in records))
-    params_sha = make_params(backend="file", options={"path": str(by_sha), "key": "sha256"})
+    params_sha = make_params(backend="file", import_file=str(by_sha), options={"key": "sha256"})
     stage.main(params_sha, **{**paths, "out": tmp_path / "sha.jsonl"})
     assert all(o["descriptions"] == [f"x {o['id']}", "y"] for o in read_jsonl(tmp_path / "sha.jsonl"))
 
@@ -49,12 +49,12 @@ def test_missing_image_is_an_error_and_new_content_is_a_new_setting(tmp_path):
     records = load_manifest(paths["manifest"])[0]
     src = tmp_path / "import.jsonl"
     src.write_text("".join(json.dumps({"id": r.id, "answer": "1. a thing"}) + "\n" for r in records[1:]))
-    params = make_params(backend="file", options={"path": str(src)})
+    params = make_params(backend="file", import_file=str(src), options={})
     with pytest.raises(ValueError, match=rf"{records[0].id}: not in .*import.jsonl"):
         stage.main(params, **paths)
     before = setting_hash(params.describe)
     src.write_text(src.read_text() + json.dumps({"id": records[0].id, "answer": "1. the fix"}) + "\n")
-    params = make_params(backend="file", options={"path": str(src)})
+    params = make_params(backend="file", import_file=str(src), options={})
     assert setting_hash(params.describe) != before
     stage.main(params, **paths)
 
@@ -69,14 +69,14 @@ def test_bad_import_file_names_the_line(tmp_path, content, match):
     src = tmp_path / "import.jsonl"
     src.write_text(content)
     with pytest.raises(ValueError, match=match):
-        build_describer(make_params(backend="file", options={"path": str(src)}).describe, raw_root=tmp_path)
+        build_describer(make_params(backend="file", import_file=str(src), options={}).describe, raw_root=tmp_path)
 
 
 def test_bad_options(tmp_path):
-    with pytest.raises(ConfigError, match="describe.options.path: .* not found"):
-        build_describer(make_params(backend="file", options={"path": str(tmp_path / "x.jsonl")}).describe,
+    with pytest.raises(ConfigError, match="describe.import_file: .* not found"):
+        build_describer(make_params(backend="file", import_file=str(tmp_path / "x.jsonl"), options={}).describe,
                         raw_root=tmp_path)
     (tmp_path / "x.txt").write_text("")
     with pytest.raises(ConfigError, match="describe.options.key: invalid value 'name'"):
-        build_describer(make_params(backend="file", options={"path": str(tmp_path / "x.txt"), "key": "name"}).describe,
-                        raw_root=tmp_path)
+        build_describer(make_params(backend="file", import_file=str(tmp_path / "x.txt"),
+                                    options={"key": "name"}).describe, raw_root=tmp_path)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import ast
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -62,7 +65,8 @@ def _stages() -> dict[str, dict]:
 @pytest.mark.parametrize("stage", sorted(_stages()))
 def test_stage_deps_cover_exactly_its_imports(stage):
     spec = _stages()[stage]
-    assert f"python -m lmmreg.stages.{stage} " in " ".join(spec["cmd"].split()) + " "
+    # bin/python: the project's python without an activated venv (test_launcher_* below).
+    assert (" ".join(spec["cmd"].split()) + " ").startswith(f"bin/python -m lmmreg.stages.{stage} ")
     src_deps = [REPO / d for d in spec["deps"] if d.startswith("src/")]
     imports = imported_files(f"lmmreg.stages.{stage}")
 
@@ -73,3 +77,40 @@ def test_stage_deps_cover_exactly_its_imports(stage):
     assert not uncovered, f"stage {stage}: deps miss {uncovered}"
     unused = sorted(str(d.relative_to(REPO)) for d in src_deps if not any(f == d or d in f.parents for f in imports))
     assert not unused, f"stage {stage}: deps list {unused}, which it does not import"
+
+
+def _launch(launcher: Path, env: dict) -> list[str]:
+    """(sys.executable, where lmmreg was imported from) as the launcher's python sees them."""
+    out = subprocess.run([str(launcher), "-c", "import sys, lmmreg; print(sys.executable); print(lmmreg.__file__)"],
+                         env=env, capture_output=True, text=True, check=True).stdout
+    return out.split()
+
+
+def test_launcher_uses_the_project_venv_without_activation():
+    env = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/tmp")}
+    exe, module = _launch(REPO / "bin/python", env)
+    assert exe == str(REPO / ".venv/bin/python") and module == str(SRC / "lmmreg/__init__.py")
+
+
+def test_launcher_in_a_temp_checkout_uses_dvc_roots_venv_and_its_own_src(tmp_path):
+    # A queued experiment runs in a temp checkout (no .venv) with DVC_ROOT = the project: the project's venv,
+    # but the checkout's code.
+    shutil.copytree(REPO / "bin", tmp_path / "bin")
+    shutil.copytree(SRC / "lmmreg", tmp_path / "src/lmmreg", ignore=shutil.ignore_patterns("__pycache__"))
+    env = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/tmp"), "DVC_ROOT": str(REPO)}
+    exe, module = _launch(tmp_path / "bin/python", env)
+    assert exe == str(REPO / ".venv/bin/python") and module == str(tmp_path / "src/lmmreg/__init__.py")
+    # Neither has a venv: python3 from PATH.
+    env.update(DVC_ROOT=str(tmp_path), PATH=f"{REPO / '.venv/bin'}:/usr/bin:/bin")
+    exe, _ = _launch(tmp_path / "bin/python", env)
+    assert exe == str(REPO / ".venv/bin/python3")
+
+
+def test_describe_depends_on_the_import_file_from_params():
+    spec = _stages()["describe"]
+    assert "${describe.import_file}" in spec["deps"]
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    placeholder = REPO / params["describe"]["import_file"]
+    assert placeholder.is_file() and placeholder.stat().st_size == 0  # tracked, empty: other backends ignore it
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(placeholder)], cwd=REPO).returncode == 0
+    assert not ignored, f"{placeholder} must be committed: DVC needs the dependency in every clone"

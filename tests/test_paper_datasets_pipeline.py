@@ -33,7 +33,7 @@ def test_bar_and_era_run_end_to_end(mlflow_root):
                 f.write(json.dumps({"id": r.id, "descriptions": [f"a scene of {r.class_name}", f"people {r.class_name}",
                                                                   f"an image about {r.class_name} outdoors"]}) + "\n")
     params = make_params(sources, describe={"backend": "file", "model": "imported", "n_descriptions": 3,
-                                            "options": {"path": str(descriptions), "key": "id"}},
+                                            "import_file": str(descriptions), "options": {"key": "id"}},
                          train={"epochs": 2}, seeds=[0], report={"bootstrap": 20, "ci": 0.95})
     for ds in ("bar", "era"):
         raw, prep = root / f"data/raw/{ds}", root / f"data/prepared/{ds}"

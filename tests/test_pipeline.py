@@ -29,7 +29,7 @@ def run_pipeline(params, root, *, dataset="demo"):
                       plots=root / "plots" / f"{dataset}.csv")
 
 
-def test_pipeline_report_and_snapshot(small_params, mlflow_root):
+def test_pipeline_report_and_snapshot(small_params, mlflow_root, monkeypatch):
     root = mlflow_root
     summary = run_pipeline(small_params, root)
     assert set(summary) == set(small_params.train.methods)
@@ -72,6 +72,17 @@ def test_pipeline_report_and_snapshot(small_params, mlflow_root):
     report.main(small_params, prepared=root / "data/prepared", out=out, from_snapshot=root / "saved_snapshot")
     assert {n: (out / n).read_bytes() for n in tables} == tables
 
+    # A store without the runs (a fresh clone after `dvc pull`): the report keeps the runs of the snapshot that DVC
+    # restored instead of writing "missing" everywhere; without that snapshot it stops, naming the store.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'clone.db'}")  # an empty store, like a clone's
+    report.main(small_params, prepared=root / "data/prepared", out=out)
+    assert {n: (out / n).read_bytes() for n in tables} == tables
+    shutil.rmtree(out / "snapshot")
+    with pytest.raises(ValueError, match=r"no finished run of the current configuration in the MLflow store "
+                                         r"sqlite:///.*clone\.db, nor in .*snapshot.*MLFLOW_TRACKING_URI"):
+        report.main(small_params, prepared=root / "data/prepared", out=out)
+    assert {n: (out / n).read_bytes() for n in tables} == tables
+
 
 def test_report_names_missing_runs(small_params, mlflow_root):
     root = mlflow_root
@@ -97,3 +108,4 @@ def test_describe_resumes_without_redoing_work(small_params, tmp_path):
     records = [json.loads(x) for x in store.read_text().splitlines() if x.startswith("{") and x.endswith("}")]
     assert len({r["key"] for r in records}) == len(first.splitlines())
     assert len(records) == len(first.splitlines())  # the third run added nothing
+

@@ -1,3 +1,5 @@
+import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,31 @@ def test_store_resolves_from_dvc_root(mlflow_root, monkeypatch, tmp_path):
     assert tracking.tracking_uri() == f"sqlite:///{mlflow_root / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert tracking.tracking_uri() == "http://127.0.0.1:5000"
+
+
+def test_git_ignored_uri_file_names_this_machines_store(mlflow_root, monkeypatch, tmp_path):
+    # Read from the project root, so queued experiments find it whatever environment started the queue.
+    (mlflow_root / ".mlflow-uri").write_text("http://team-server:5000\n")
+    monkeypatch.chdir(tmp_path)
+    assert tracking.tracking_uri() == "http://team-server:5000"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")  # the environment wins
+    assert tracking.tracking_uri() == "http://127.0.0.1:5000"
+    ignored = subprocess.run(["git", "check-ignore", ".mlflow-uri", "metrics/last_run.json"],
+                             cwd=Path(__file__).parents[1], capture_output=True, text=True)
+    assert ignored.returncode == 0 and ignored.stdout.split() == [".mlflow-uri"]  # the stamp is committed
+
+
+def test_stamp_names_the_run_without_machine_paths_or_credentials(mlflow_root, monkeypatch):
+    monkeypatch.setenv("DVC_EXP_NAME", "sweep-1")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://user:secret@team-server:5000")
+    tracking.write_stamp("r1", {"lmmreg.method": "lmm_reg", "lmmreg.alpha": "0.1", "other": "x"})
+    stamp = json.loads((mlflow_root / tracking.STAMP).read_text())
+    assert stamp["run_id"] == "r1" and stamp["dvc.exp_name"] == "sweep-1" and stamp["lmmreg.alpha"] == "0.1"
+    assert stamp["tracking_uri"] == "http://team-server:5000" and "other" not in stamp
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    tracking.write_stamp("r2", {})
+    text = (mlflow_root / tracking.STAMP).read_text()
+    assert '"r2"' in text and str(mlflow_root) not in text
 
 
 def test_root_falls_back_to_the_folder_holding_dvc_yaml(tmp_path, monkeypatch):

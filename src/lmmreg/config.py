@@ -70,7 +70,10 @@ class DescribeConfig:
     # on_too_few: retry re-asks an image this many more times (new seed each time) and keeps the answer
     # with the most descriptions; after that it is accepted as is.
     too_few_retries: int = 2
-    # Backend-specific options (server URL, checkout path, file to import ...).
+    # The `file` backend's descriptions (.jsonl or .csv). Always set, because dvc.yaml makes it a dependency of
+    # describe (`${describe.import_file}`): other backends leave the tracked, empty placeholder and ignore it.
+    import_file: str = "data/imports/none.jsonl"
+    # Backend-specific options (server URL, checkout path, key of the imported file ...).
     options: dict[str, Any] = field(default_factory=dict)
 
 

@@ -116,6 +116,35 @@ def collect_snapshot(params: Params, *, prepared: Path) -> Snapshot:
     return Snapshot(rows, histories, predictions, missing)
 
 
+def fill_from_snapshot(snap: Snapshot, kept: Snapshot, params: Params, *, prepared: Path) -> tuple[Snapshot, int]:
+    """`snap` plus the runs of this configuration (and its alpha ablation) that only `kept` holds.
+
+    `kept` is the snapshot DVC restored (made where the store held the runs: a teammate's machine, before a
+    `dvc pull`), so a store that lacks them never turns good cells into "missing". The store's runs win;
+    a kept run of another configuration is never used. Returns the snapshot and how many runs came from `kept`."""
+    expected = _expected(params, prepared)
+    current_ids = {ident["config_id"] for _, _, ident in expected}
+    ablation_alpha = {ident["ablation_id"]: ident["alpha"] for _, m, ident in expected if m == "lmm_reg"}
+    have = {(r["dataset"], r["method"], r["role"], r["alpha"], r["seed"]) for r in snap.runs}
+    taken = []
+    for r in kept.runs:
+        key = (r["dataset"], r["method"], r["role"], r["alpha"], r["seed"])
+        if key in have or r["seed"] not in params.seeds or r["run_id"] not in kept.predictions:
+            continue
+        if r["role"] == "current":
+            wanted = r["config_id"] in current_ids
+        else:
+            wanted = r["ablation_id"] in ablation_alpha and ablation_alpha[r["ablation_id"]] != r["alpha"]
+        if wanted:
+            taken.append(r)
+            have.add(key)
+    filled = {f"{r['dataset']}/{r['method']}/seed {r['seed']}" for r in taken if r["role"] == "current"}
+    return Snapshot(runs=snap.runs + taken,
+                    histories={**snap.histories, **{r["run_id"]: kept.histories.get(r["run_id"], []) for r in taken}},
+                    predictions={**snap.predictions, **{r["run_id"]: kept.predictions[r["run_id"]] for r in taken}},
+                    missing=[m for m in snap.missing if m not in filled]), len(taken)
+
+
 # ---------------------------------------------------------------- snapshot files
 
 def write_snapshot(snap: Snapshot, folder: Path) -> None:

@@ -1,10 +1,14 @@
 """The one module that talks to MLflow.
 
-Store: `MLFLOW_TRACKING_URI` when set (a tracking server, or any URI), else SQLite at the project root,
-`sqlite:///<root>/mlflow.db`, where root is `DVC_ROOT` (set by DVC, also inside the temp folders of
-queued and `--temp` experiments, which DVC deletes) or the nearest folder holding `dvc.yaml`. Artifacts
-go to `<root>/mlartifacts`, fixed when the experiment is created, so `mlflow ui` run from the root finds
-everything. Everything else in the project hands this module plain dicts.
+Store: `MLFLOW_TRACKING_URI` when set (a tracking server, or any URI), else the URI in the git-ignored file
+`<root>/.mlflow-uri` (this machine's choice, e.g. the team's server: read by every stage, queued experiments
+included, whatever shell started the queue), else SQLite at the project root, `sqlite:///<root>/mlflow.db`,
+where root is `DVC_ROOT` (set by DVC, also inside the temp folders of queued and `--temp` experiments,
+which DVC deletes) or the nearest folder holding `dvc.yaml`. Artifacts go to `<root>/mlartifacts`, fixed
+when the experiment is created, so `mlflow ui` run from the root finds everything (a server keeps its own).
+Every finished run also rewrites `<root>/metrics/last_run.json`, which the report stage depends on: that is
+how DVC learns that the store, which it does not track, gained runs (see dvc.yaml, stage report).
+Everything else in the project hands this module plain dicts.
 """
 
 from __future__ import annotations
@@ -34,8 +38,17 @@ def project_root() -> Path:
     return here
 
 
+URI_FILE = ".mlflow-uri"  # git-ignored, one line: this machine's tracking URI
+STAMP = "metrics/last_run.json"  # a dependency of the report stage in dvc.yaml
+
+
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    uri_file = project_root() / URI_FILE
+    if uri_file.is_file() and uri_file.read_text().strip():
+        return uri_file.read_text().strip()
+    return f"sqlite:///{project_root() / 'mlflow.db'}"
 
 
 def _client():
@@ -66,7 +79,13 @@ def init_store() -> str:
         location = None
         if uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri:
             location = (root / "mlartifacts").as_uri()
-        return client.create_experiment(EXPERIMENT, artifact_location=location)
+        try:
+            return client.create_experiment(EXPERIMENT, artifact_location=location)
+        except Exception:  # a server: another machine's run created it meanwhile (no lock spans machines)
+            exp = client.get_experiment_by_name(EXPERIMENT)
+            if exp is None:
+                raise
+            return exp.experiment_id
 
 
 def _git_commit(root: Path) -> str:
@@ -146,10 +165,36 @@ class RunLogger:
                     torch.save(obj, path)
                 self.client.log_artifact(run_id, str(path))
         self.client.set_terminated(run_id, "FINISHED")
+        write_stamp(run_id, tags)
         return run_id
 
     def close(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.parent_id, status)
+
+
+def write_stamp(run_id: str, tags: dict[str, str]) -> None:
+    """Rewrite `<root>/metrics/last_run.json`: the report stage re-runs when the store gained runs.
+
+    Written into the project root (DVC_ROOT), so a queued or --temp experiment's runs reach the
+    workspace's `dvc status` too; committed with dvc.lock, so a fresh clone is up to date."""
+    path = project_root() / STAMP
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stamp = {"run_id": run_id, "tracking_uri": _uri_label(tracking_uri()), **context_tags(),
+             **{k: v for k, v in tags.items() if k.startswith(TAG)}}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".last_run.")
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(stamp, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)  # atomic: parallel queued experiments never leave half a file
+
+
+def _uri_label(uri: str) -> str:
+    """The store as the committed stamp names it: no machine-local path, no credentials."""
+    from urllib.parse import urlsplit
+
+    if uri.startswith("sqlite:") and uri.endswith("/mlflow.db"):
+        return "sqlite (the project's mlflow.db)"
+    parts = urlsplit(uri)
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl() if parts.netloc else uri
 
 
 def search_child_runs(tag_filters: dict[str, str]) -> list[dict]:

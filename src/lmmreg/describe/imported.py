@@ -1,8 +1,9 @@
 """`file` backend: import descriptions produced elsewhere (another machine, another tool, a hand-made set).
 
-Options: `path` (required; `.jsonl` or `.csv`), `key` (`id` = the manifest id, i.e. the image path
-relative to the dataset root, the default; `path` = a path relative to the dataset root or absolute;
-`sha256` = the image's content hash).
+The file: `describe.import_file` (`.jsonl` or `.csv`; a DVC dependency of the describe stage, so editing it
+re-runs the stage). Options: `key` (`id` = the manifest id, i.e. the image path relative to the dataset
+root, the default; `path` = a path relative to the dataset root or absolute; `sha256` = the image's
+content hash).
 
 - JSONL: one object per image, `{"<key>": ..., "descriptions": ["...", ...]}` or
   `{"<key>": ..., "answer": "raw LMM text"}`.
@@ -73,22 +74,28 @@ def load_imported(path: Path, key: str, normalize: Callable[[str], str] = str) -
         if text_col == "answer":
             return {k: v[0] for k, v in grouped.items()}
         return {k: _as_answer([d for d in v if d.strip()]) for k, v in grouped.items()}
-    raise ConfigError(f"describe.options.path: {path} must end in .jsonl or .csv")
+    raise ConfigError(f"describe.import_file: {path} must end in .jsonl or .csv")
 
 
 class FileDescriber:
     max_batch = 4096
 
     def __init__(self, cfg: DescribeConfig, *, raw_root: Path):
-        check_options(cfg, {"path", "key"})
-        self.path = Path(option(cfg, "path", str, why="the .jsonl or .csv file to import"))
+        if "path" in cfg.options:
+            raise ConfigError("describe.options.path: the file to import is now describe.import_file (so that DVC "
+                              "tracks it as a dependency of the describe stage)")
+        check_options(cfg, {"key"})
+        self.path = Path(cfg.import_file)
         if not self.path.is_file():
-            raise ConfigError(f"describe.options.path: {self.path} not found")
+            raise ConfigError(f"describe.import_file: {self.path} not found")
         self.key = option(cfg, "key", str, "id", check=lambda v: v in KEYS, why=f"one of {', '.join(KEYS)}")
         self.root = Path(raw_root).resolve()
         # Paths compare resolved, whatever way the file spells them (relative to the dataset root or absolute).
         normalize = (lambda k: str((self.root / k).resolve())) if self.key == "path" else str
         self.answers = load_imported(self.path, self.key, normalize)
+        if not self.answers:
+            raise ConfigError(f"describe.import_file: {self.path} holds no descriptions (backend 'file' imports "
+                              "your .jsonl or .csv: set describe.import_file to it)")
 
     def _lookup(self, item: DescribeItem) -> str | None:
         if self.key == "id":

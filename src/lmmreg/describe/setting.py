@@ -20,11 +20,14 @@ UNHASHED_OPTIONS = {"api_key_env", "concurrency", "timeout_s", "max_retries", "b
 def setting_hash(cfg: DescribeConfig) -> str:
     """Identifies one describe setting (backend, model, prompt, generation settings): the store key.
 
-    For the `file` backend the imported file's content is part of the setting (when it exists), so
-    importing a corrected file replaces the old answers instead of silently reusing them."""
+    For the `file` backend the imported file (`describe.import_file`) and its content are part of the setting
+    (when it exists), so importing a corrected file replaces the old answers instead of silently reusing them;
+    other backends ignore that key, so its placeholder never changes their hash."""
     options = {k: v for k, v in cfg.options.items() if k not in UNHASHED_OPTIONS}
-    if cfg.backend == "file" and isinstance(cfg.options.get("path"), str) and Path(cfg.options["path"]).is_file():
-        options["_content_sha256"] = hashlib.sha256(Path(cfg.options["path"]).read_bytes()).hexdigest()
+    if cfg.backend == "file":
+        options["path"] = cfg.import_file  # where it sat when it was an option: the hash of old stores holds
+        if Path(cfg.import_file).is_file():
+            options["_content_sha256"] = hashlib.sha256(Path(cfg.import_file).read_bytes()).hexdigest()
     return stable_hash({
         "backend": cfg.backend, "model": cfg.model, "prompt": cfg.prompt, "n": cfg.n_descriptions,
         "temperature": cfg.temperature, "top_p": cfg.top_p, "max_new_tokens": cfg.max_new_tokens,

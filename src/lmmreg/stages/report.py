@@ -5,6 +5,8 @@
 
 Runs are picked by configuration (see `lmmreg.methods.run_identity`); the snapshot they were read into
 (`reports/snapshot/`, with `reports/runs.csv` as its run list) rebuilds the same tables without `mlflow.db`.
+The snapshot is DVC-tracked and persists across runs: a run the store lacks (a fresh clone after `dvc pull`)
+is taken from it, and a store without any run of this configuration stops the stage, tables untouched.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ import logging
 import shutil
 from pathlib import Path
 
+from lmmreg import tracking
 from lmmreg.cli import run_stage, stage_parser
 from lmmreg.config import Params
-from lmmreg.report import build_report, collect_snapshot, read_snapshot, write_snapshot
+from lmmreg.report import Snapshot, build_report, collect_snapshot, fill_from_snapshot, read_snapshot, write_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +32,7 @@ def main(params: Params, *, prepared: Path, out: Path, from_snapshot: Path | Non
         classes[d] = json.loads(path.read_text()) if path.is_file() else []
     snap_dir = out / "snapshot"
     if from_snapshot is None:
-        write_snapshot(collect_snapshot(params, prepared=prepared), snap_dir)
+        write_snapshot(collect_from_store(params, prepared=prepared, kept_dir=snap_dir), snap_dir)
     elif from_snapshot.resolve() != snap_dir.resolve():
         shutil.copytree(from_snapshot, snap_dir, dirs_exist_ok=True)
     snap = read_snapshot(snap_dir)  # both paths build from the files, so they give identical tables
@@ -40,6 +43,27 @@ def main(params: Params, *, prepared: Path, out: Path, from_snapshot: Path | Non
     if snap.missing:
         log.warning("missing runs (named in the report): %s", ", ".join(snap.missing))
     log.info("report from %d runs -> %s", len(snap.runs), out)
+
+
+def collect_from_store(params: Params, *, prepared: Path, kept_dir: Path) -> Snapshot:
+    """The store's runs of this configuration, completed from the snapshot in `kept_dir` (if any)."""
+    uri = tracking.tracking_uri()
+    snap = collect_snapshot(params, prepared=prepared)
+    try:
+        kept = read_snapshot(kept_dir)
+    except FileNotFoundError:
+        kept = None
+    if kept is not None:
+        snap, n_kept = fill_from_snapshot(snap, kept, params, prepared=prepared)
+        if n_kept:
+            log.warning("%d run(s) not in the MLflow store %s: taken from %s", n_kept, uri, kept_dir)
+    if not any(r["role"] == "current" for r in snap.runs):
+        raise ValueError(
+            f"no finished run of the current configuration in the MLflow store {uri}, nor in {kept_dir}: "
+            "the report would be empty, so it was not written. Train first (`dvc repro`), or point this "
+            "checkout at the team's tracking server: `export MLFLOW_TRACKING_URI=http://<host>:<port>` or write "
+            f"that URI to {tracking.project_root() / tracking.URI_FILE} (README, Team setup).")
+    return snap
 
 
 def cli() -> None:
