@@ -26,6 +26,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 
 # MLflow otherwise resolves its telemetry host at import: nothing here may need the network.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+if not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty()):  # in a log, no bar per artifact download
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 EXPERIMENT = "lmmreg"
 TAG = "lmmreg."  # prefix of the project's own tags
@@ -166,13 +169,14 @@ def view_state(methods: list[str]) -> dict:
 
     The shape MLflow's UI (3.x) reads from an experiment tag `mlflow.sharedViewState.<key>` when the page is
     opened with `?viewStateShareKey=<key>`: search facets (`orderByKey`, `orderByAsc`) and UI state
-    (`selectedColumns`, keys written `params.\\`name\\``, `metrics.\\`name\\``). Parent runs show the mean test
-    accuracy per method; expanding one shows its (method, seed) runs with their own accuracy.
+    (`selectedColumns`, keys written `params.\\`name\\``, `metrics.\\`name\\``). Parent rows show the mean test
+    accuracy of baseline and proposed (every method's is on the run), child rows their own accuracy.
     """
-    params = ["alpha", "train.lr", "train.shots", "method", "seed"]
-    metrics = ["reported_test_acc", *(f"{SUMMARY_METRIC}{m}" for m in methods)]
+    params = [f"params.`{p}`" for p in ("alpha", "train.lr", "train.shots", "method", "seed")]
+    compared = [m for m in methods if m in ("finetune", "lmm_reg")] or methods  # Table 1 when it is run
+    metrics = [f"metrics.`{m}`" for m in ("reported_test_acc", *(f"{SUMMARY_METRIC}{m}" for m in compared))]
     order = f"{SUMMARY_METRIC}lmm_reg" if "lmm_reg" in methods else "reported_test_acc"
-    return {"selectedColumns": [f"params.`{p}`" for p in params] + [f"metrics.`{m}`" for m in metrics],
+    return {"selectedColumns": ["attributes.`Models`", *params, *metrics],
             "orderByKey": f"metrics.`{order}`", "orderByAsc": False, "searchFilter": "", "runListHidden": False}
 
 
@@ -464,8 +468,6 @@ def _methods_in_params(path: Path) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     """`python -m lmmreg.tracking init`: create the store before parallel runs (make repro does this).
     `python -m lmmreg.tracking link`: print the address that opens the runs table (make repro ends with it)."""
-    import sys
-
     logging.basicConfig(level=logging.INFO)
     argv = sys.argv[1:] if argv is None else argv
     if argv == ["init"]:

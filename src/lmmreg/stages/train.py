@@ -154,7 +154,9 @@ def main(params: Params, *, dataset: str, manifest: Path, features: Path, text: 
             mean, std = mean_std([r["test_acc"] for r in runs.values()])
             summary[method] = {"test_acc_mean": round(mean, 4), "test_acc_std": round(std, 4),
                                "config_id": ident["config_id"], "runs": runs}
-            logger.log_summary({f"{tracking.SUMMARY_METRIC}{method}": mean, f"test_acc_std.{method}": std})
+            done = summary[method]
+            logger.log_summary({f"{tracking.SUMMARY_METRIC}{method}": done["test_acc_mean"],
+                                f"test_acc_std.{method}": done["test_acc_std"]})
         champion = log_champion(logger, params, summary, dataset=dataset, manifest=manifest, inputs=inputs,
                                 models=models) if log_model else None
     # The DVC metrics file stays small so `dvc exp show` reads well; per-seed run ids go beside the heads.
