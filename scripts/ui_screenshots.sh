@@ -57,8 +57,8 @@ done
 LINK=$(python -m lmmreg.tracking link | grep -o 'http://[^ ]*' | head -1 | sed "s#127.0.0.1:5000#127.0.0.1:$PORT#")
 echo "runs table: $LINK"
 
-shoot() {  # shoot NAME URL: a 2000x900 screenshot after the page's requests settle
-  timeout 180 "$CHROME" --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=2000,900 \
+shoot() {  # shoot NAME URL: a 2400x900 screenshot after the page's requests settle
+  timeout 180 "$CHROME" --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=2400,900 \
     --virtual-time-budget=15000 --screenshot="$OUT/$1" "$2" > "$WORK/chrome-$1.log" 2>&1
   echo "wrote $OUT/$1"
 }

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -85,6 +86,7 @@ def log_champion(logger: tracking.RunLogger, params: Params, summary: dict, *, d
 
     from lmmreg import classifier
 
+    start = time.perf_counter()
     servable = {m: s for m, s in summary.items() if m in classifier.SERVABLE}
     if not servable:
         log.warning("no method in train.methods classifies images alone (%s): no model logged", list(summary))
@@ -103,10 +105,13 @@ def log_champion(logger: tracking.RunLogger, params: Params, summary: dict, *, d
         folder = classifier.save_classifier(Path(tmp) / "classifier", clip=params.clip, visual=model.visual,
                                             trainable=trainable, classes=classes, meta=meta)
         example = [np.full((16, 16, 3), 128, dtype=np.uint8).tolist()]  # one grey image as [H, W, 3] uint8
-        return logger.log_model(python_model=classifier.PyfuncClassifier(), artifacts={"classifier": str(folder)},
-                                input_example=example, pip_requirements=tracking.model_requirements(),
-                                registered_name=f"lmmreg-{dataset}", alias="champion",
-                                tags={f"lmmreg.{k}": str(v) for k, v in meta.items()})
+        logged = logger.log_model(python_model=classifier.PyfuncClassifier(), artifacts={"classifier": str(folder)},
+                                  input_example=example, pip_requirements=tracking.model_requirements(),
+                                  registered_name=f"lmmreg-{dataset}", alias="champion",
+                                  tags={f"lmmreg.{k}": str(v) for k, v in meta.items()})
+    seconds = round(time.perf_counter() - start, 2)
+    log.info("%s: %s seed %s logged as %s in %.1f s", dataset, method, meta["seed"], logged["registered"], seconds)
+    return {**logged, "method": method, "seed": meta["seed"], "seconds": seconds}
 
 
 def main(params: Params, *, dataset: str, manifest: Path, features: Path, text: Path, centroids: Path,
@@ -169,8 +174,6 @@ def main(params: Params, *, dataset: str, manifest: Path, features: Path, text: 
     (models / "runs.json").write_text(json.dumps({"parent_run_id": logger.parent_id, "methods": summary,
                                                   "model": champion}, indent=1))
     write_curves(curves, plots)
-    if champion:
-        log.info("model %s (version %s) = %s", champion["registered"], champion["version"], champion["model_uri"])
     log.info("compare the runs: %s", tracking.set_view_state(list(params.train.methods)))
     return summary
 
@@ -181,9 +184,11 @@ def cli() -> None:
     for name in ("manifest", "features", "text", "centroids", "models", "metrics", "plots"):
         parser.add_argument(f"--{name}", type=Path, required=True)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--no-model", action="store_true",
+                        help="do not log and register the best method's classifier (lmmreg-<dataset>@champion)")
     run_stage(lambda a, p: main(p, dataset=a.dataset, manifest=a.manifest, features=a.features, text=a.text,
                                 centroids=a.centroids, models=a.models, metrics=a.metrics, plots=a.plots,
-                                device=a.device), parser)
+                                device=a.device, log_model=not a.no_model), parser)
 
 
 if __name__ == "__main__":
