@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,8 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # before mlflow is im
 import mlflow.pyfunc  # noqa: E402  (the pyfunc base class below)
 
 log = logging.getLogger(__name__)
+# `list[Any]` is deliberate (a row is a path or an array); MLflow warns that it cannot validate Any.
+warnings.filterwarnings("ignore", message="Any type hint is inferred as AnyType")
 
 SERVABLE = ("zero_shot", "zero_shot_lmm", "linear_probe", "finetune", "lmm_reg")
 SPEC, TRAINABLE, VISUAL = "spec.json", "trainable.pt", "visual.pt"

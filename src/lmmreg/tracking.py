@@ -391,26 +391,38 @@ class RunLogger:
         return run_id
 
     def log_model(self, *, python_model: Any, artifacts: dict[str, str], input_example: Any,
-                  pip_requirements: list[str], registered_name: str, alias: str,
-                  tags: dict[str, str]) -> dict[str, str]:
-        """Log a pyfunc model on the parent run, register it as `registered_name` and point `alias` at it.
+                  pip_requirements: list[str], registered_name: str, score: float,
+                  tags: dict[str, str]) -> dict[str, Any]:
+        """Log a pyfunc model on the parent run and register it as `registered_name`.
 
+        Aliases: `latest` always moves to the new version; `champion` moves to it when its `score` (the mean test
+        accuracy, tag `lmmreg.score`) is at least the current champion's, so `@champion` is the best so far.
         Requirements are given, not inferred (inferring loads the model in a subprocess: ~25 s, and may look
         packages up); the signature comes from `python_model.predict`'s type hints and the input example.
         """
         import mlflow
+        from mlflow.exceptions import MlflowException
 
         with mlflow.start_run(run_id=self.parent_id):  # resumes the open parent; the logged model links to it
             info = mlflow.pyfunc.log_model(name="classifier", python_model=python_model, artifacts=artifacts,
                                            input_example=input_example, pip_requirements=pip_requirements,
-                                           registered_model_name=registered_name,
-                                           tags=tags)
+                                           registered_model_name=registered_name, tags=tags)
         self.client.update_run(self.parent_id, status="RUNNING")  # start_run's exit ended it; close() does that
         version = str(info.registered_model_version)
-        self.client.set_registered_model_alias(registered_name, alias, version)
-        for k, v in tags.items():
+        for k, v in {**tags, f"{TAG}score": repr(float(score))}.items():
             self.client.set_model_version_tag(registered_name, version, k, v)
-        return {"model_uri": info.model_uri, "registered": f"models:/{registered_name}@{alias}", "version": version}
+        try:
+            current = self.client.get_model_version_by_alias(registered_name, "champion")
+            best = float(current.tags.get(f"{TAG}score", "-inf"))
+        except MlflowException:  # no champion yet
+            best = float("-inf")
+        champion = float(score) >= best
+        self.client.set_registered_model_alias(registered_name, "latest", version)
+        if champion:
+            self.client.set_registered_model_alias(registered_name, "champion", version)
+        alias = "champion" if champion else "latest"
+        return {"model_uri": info.model_uri, "registered": f"models:/{registered_name}@{alias}", "version": version,
+                "champion": champion}
 
     def close(self, status: str = "FINISHED", *, reason: str | None = None) -> None:
         """End the open runs (once: later calls do nothing) and give the signals back."""

@@ -81,7 +81,8 @@ def run_params(params: Params, dataset: str) -> dict:
 
 def log_champion(logger: tracking.RunLogger, params: Params, summary: dict, *, dataset: str, manifest: Path,
                  inputs: MethodInputs, models: Path) -> dict | None:
-    """Log the best servable method's best seed as an MLflow model, registered as `lmmreg-<dataset>@champion`."""
+    """Log the best servable method's best seed as an MLflow model `lmmreg-<dataset>` (alias `latest`; also
+    `champion` when its mean test accuracy is the best registered so far)."""
     import numpy as np
 
     from lmmreg import classifier
@@ -107,7 +108,7 @@ def log_champion(logger: tracking.RunLogger, params: Params, summary: dict, *, d
         example = [np.full((16, 16, 3), 128, dtype=np.uint8).tolist()]  # one grey image as [H, W, 3] uint8
         logged = logger.log_model(python_model=classifier.PyfuncClassifier(), artifacts={"classifier": str(folder)},
                                   input_example=example, pip_requirements=tracking.model_requirements(),
-                                  registered_name=f"lmmreg-{dataset}", alias="champion",
+                                  registered_name=f"lmmreg-{dataset}", score=meta["test_acc_mean"],
                                   tags={f"lmmreg.{k}": str(v) for k, v in meta.items()})
     seconds = round(time.perf_counter() - start, 2)
     log.info("%s: %s seed %s logged as %s in %.1f s", dataset, method, meta["seed"], logged["registered"], seconds)
