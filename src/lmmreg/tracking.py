@@ -395,8 +395,8 @@ class RunLogger:
                   tags: dict[str, str]) -> dict[str, Any]:
         """Log a pyfunc model on the parent run and register it as `registered_name`.
 
-        Aliases: `latest` always moves to the new version; `champion` moves to it when its `score` (the mean test
-        accuracy, tag `lmmreg.score`) is at least the current champion's, so `@champion` is the best so far.
+        The alias `champion` moves to the new version when its `score` (the mean test accuracy, tag `lmmreg.score`)
+        is at least the current champion's, so `@champion` is the best so far (`models:/<name>/latest` is the newest).
         Requirements are given, not inferred (inferring loads the model in a subprocess: ~25 s, and may look
         packages up); the signature comes from `python_model.predict`'s type hints and the input example.
         """
@@ -417,12 +417,10 @@ class RunLogger:
         except MlflowException:  # no champion yet
             best = float("-inf")
         champion = float(score) >= best
-        self.client.set_registered_model_alias(registered_name, "latest", version)
         if champion:
             self.client.set_registered_model_alias(registered_name, "champion", version)
-        alias = "champion" if champion else "latest"
-        return {"model_uri": info.model_uri, "registered": f"models:/{registered_name}@{alias}", "version": version,
-                "champion": champion}
+        uri = f"models:/{registered_name}@champion" if champion else f"models:/{registered_name}/{version}"
+        return {"model_uri": info.model_uri, "registered": uri, "version": version, "champion": champion}
 
     def close(self, status: str = "FINISHED", *, reason: str | None = None) -> None:
         """End the open runs (once: later calls do nothing) and give the signals back."""

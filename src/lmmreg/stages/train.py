@@ -81,8 +81,8 @@ def run_params(params: Params, dataset: str) -> dict:
 
 def log_champion(logger: tracking.RunLogger, params: Params, summary: dict, *, dataset: str, manifest: Path,
                  inputs: MethodInputs, models: Path) -> dict | None:
-    """Log the best servable method's best seed as an MLflow model `lmmreg-<dataset>` (alias `latest`; also
-    `champion` when its mean test accuracy is the best registered so far)."""
+    """Log the best servable method's best seed as an MLflow model `lmmreg-<dataset>` (alias `champion` when its
+    mean test accuracy is the best registered so far)."""
     import numpy as np
 
     from lmmreg import classifier
