@@ -132,7 +132,11 @@ def load_classifier(folder: str | Path) -> tuple[ImageClassifier, Any, list[str]
                      init_seed=spec["clip"]["init_seed"], unlocked_groups=spec["clip"]["unlocked_groups"])
     if spec["weights"] == "visual.pt":
         register_model_configs()
-        visual = open_clip.create_model(cfg.model, pretrained=None).visual
+        logging.disable(logging.WARNING)  # open_clip warns "initialized randomly": the weights are loaded next
+        try:
+            visual = open_clip.create_model(cfg.model, pretrained=None).visual
+        finally:
+            logging.disable(logging.NOTSET)
         visual.load_state_dict(torch.load(folder / VISUAL, map_location="cpu"))
     else:
         if spec["weights"] == "checkpoint":
