@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a fresh machine:
-#   make repro   install (pinned, from uv.lock) and run the whole pipeline (`dvc repro`)
+#   make repro   install (pinned, from uv.lock) and run the whole pipeline (`dvc repro`); prints the MLflow link
 #   make test    install the same plus the remote tests' extras (dvc-s3, moto) and run the test suite (.ci/run)
 # The only prerequisite is python3 (>= 3.10) with pip; uv is bootstrapped from PyPI if missing.
 
@@ -31,6 +31,7 @@ mlflow-init: setup
 
 repro: mlflow-init
 	dvc repro
+	@python -m lmmreg.tracking link
 
 test: setup-test
 	python -m pytest -q

@@ -1,8 +1,14 @@
 import json
+import os
+import signal
 import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from lmmreg import tracking
 
@@ -54,7 +60,7 @@ def test_child_run_round_trip(mlflow_root, monkeypatch):
     monkeypatch.setenv("DVC_EXP_NAME", "exp-test")
     logger = tracking.RunLogger(dataset="demo", params={"alpha": 0.1, "train": {"lr": 1e-4}}, tags={})
     history = [{"epoch": e, "test_acc": 50.0 + e, "train_loss": 1.0 / e} for e in range(1, 6)]
-    run_id = logger.log_child(name="demo/lmm_reg/s0", params={"alpha": 0.1, "lr": 1e-4, "seed": 0},
+    run_id = logger.log_child(name="demo/lmm_reg/s0", params={"alpha": 0.1, "train": {"lr": 1e-4}, "seed": 0},
                               tags={"lmmreg.method": "lmm_reg", "lmmreg.config_id": "abc", "lmmreg.seed": "0"},
                               history=history, final={"reported_test_acc": 55.0},
                               artifacts={"predictions.json": {"ids": ["a"], "labels": [1], "preds": [1]},
@@ -63,10 +69,150 @@ def test_child_run_round_trip(mlflow_root, monkeypatch):
     runs = tracking.search_child_runs({"lmmreg.config_id": "abc"})
     assert [r["run_id"] for r in runs] == [run_id]
     r = runs[0]
-    assert r["params"]["alpha"] == "0.1" and r["params"]["lr"] == "0.0001"
+    assert r["params"] == {"alpha": "0.1", "train.lr": "0.0001", "seed": "0"}  # once, under the dotted name
     assert r["tags"]["dvc.exp_name"] == "exp-test" and r["tags"]["mlflow.parentRunId"] == logger.parent_id
     assert tracking.metric_history(run_id, "test_acc") == [(e, 50.0 + e) for e in range(1, 6)]
     assert tracking.load_json_artifact(run_id, "predictions.json")["preds"] == [1]
     # The store and the artifacts live at the project root, where `mlflow ui` run from the root finds them.
     assert (mlflow_root / "mlflow.db").is_file()
     assert list(Path(mlflow_root / "mlartifacts").rglob("head.pt"))
+
+
+def test_run_names():
+    assert tracking.child_run_name("demo", "lmm_reg", 2, 0.01) == "demo · lmm_reg · seed 2 · α=0.01"
+    assert tracking.child_run_name("demo", "finetune", 0, 0.0) == "demo · finetune · seed 0 · α=0"
+    assert tracking.child_run_name("bar", "zero_shot", 1, None) == "bar · zero_shot · seed 1"
+
+
+def test_parent_name_is_the_experiment_and_what_changed(monkeypatch):
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    assert tracking.parent_run_name("demo", {}) == "repro · demo"
+    monkeypatch.setenv("DVC_EXP_NAME", "sunny-yawl")
+    changes = tracking.changed_params({"alpha": 0.1, "train": {"lr": 1e-3, "epochs": 100, "methods": ["lmm_reg"]},
+                                       "clip": {"augment_views": 4}},
+                                      {"alpha": 0.01, "train": {"lr": 1e-4, "epochs": 100, "methods": ["lmm_reg"]}})
+    assert changes == {"alpha": "0.1", "train.lr": "0.001"}  # clip.augment_views is not in the baseline
+    assert tracking.parent_run_name("demo", changes) == "sunny-yawl · demo · alpha=0.1, train.lr=0.001"
+    many = {f"k{i}": str(i) for i in range(5)}
+    assert tracking.parent_run_name("demo", many) == "sunny-yawl · demo · k0=0, k1=1, k2=2 +2"
+
+
+def test_committed_params_come_from_the_baseline_commit(tmp_path, monkeypatch):
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    (tmp_path / "params.yaml").write_text("alpha: 0.01\ntrain: {lr: 1.0e-4}\n")
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "x"]):
+        subprocess.run(cmd, cwd=tmp_path, env=env, check=True)
+    rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    (tmp_path / "params.yaml").write_text("alpha: 0.5\ntrain: {lr: 1.0e-4}\n")  # what `dvc exp run -S` does
+    monkeypatch.setenv("DVC_EXP_BASELINE_REV", rev)
+    base = tracking.committed_params(root=tmp_path)
+    assert base == {"alpha": 0.01, "train": {"lr": 1e-4}}
+    current = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    assert tracking.changed_params(current, base) == {"alpha": "0.5"}
+    assert tracking.committed_params(root=tmp_path / "nope") is None  # not a repository: no names, no error
+
+
+def test_view_state_is_what_the_mlflow_ui_reads():
+    """The tag's JSON: MLflow 3.x picks `selectedColumns` (UI state) and `orderByKey`/`orderByAsc` (search facets)
+    out of it, with column keys written `params.\\`name\\`` / `metrics.\\`name\\``."""
+    state = tracking.view_state(["finetune", "lmm_reg"])
+    assert json.loads(json.dumps(state)) == state
+    cols = state["selectedColumns"]
+    for p in ("alpha", "train.lr", "train.shots", "method", "seed"):
+        assert f"params.`{p}`" in cols
+    for m in ("reported_test_acc", "test_acc.finetune", "test_acc.lmm_reg"):
+        assert f"metrics.`{m}`" in cols
+    assert "attributes.`Models`" in cols
+    assert state["orderByKey"] == "metrics.`test_acc.lmm_reg`" and state["orderByAsc"] is False
+    assert tracking.view_state(["linear_probe"])["orderByKey"] == "metrics.`reported_test_acc`"
+
+
+def test_ui_link(mlflow_root, monkeypatch):
+    assert tracking.ui_link("7") == ("http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning"
+                                     "&viewStateShareKey=lmmreg")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.team:8080/")
+    assert tracking.ui_link("7").startswith("http://mlflow.team:8080/#/experiments/7/runs?")
+
+
+@pytest.mark.slow
+def test_link_command_stores_the_view_on_the_experiment(mlflow_root, capsys):
+    from mlflow.tracking import MlflowClient
+
+    (mlflow_root / "params.yaml").write_text("train:\n  methods: [finetune, lmm_reg]\n")
+    tracking.main(["link"])
+    out = capsys.readouterr().out
+    exp = MlflowClient(tracking.tracking_uri()).get_experiment_by_name(tracking.EXPERIMENT)
+    assert f"#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning&viewStateShareKey=lmmreg" in out
+    assert json.loads(exp.tags["mlflow.sharedViewState.lmmreg"]) == tracking.view_state(["finetune", "lmm_reg"])
+
+
+# ------------------------------------------------------------------------------------- killed runs
+
+_CHILD = """
+import os, signal, sys, time
+from lmmreg import tracking
+with tracking.RunLogger(dataset="demo", params={"alpha": 0.1}, tags={}) as logger:
+    logger.log_child(name="c", params={"seed": 0}, tags={"lmmreg.seed": "0"}, history=[], final={}, artifacts={})
+    print(logger.parent_id, flush=True)
+    if sys.argv[1] == "sigkill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(120)
+"""
+
+
+def _start_child(mode: str, root: Path) -> tuple[subprocess.Popen, str]:
+    env = {**os.environ, "DVC_ROOT": str(root)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(_CHILD), mode], env=env, stdout=subprocess.PIPE,
+                            text=True)
+    parent_id = proc.stdout.readline().strip()
+    assert parent_id, "the child process did not start its runs"
+    return proc, parent_id
+
+
+def _run(run_id: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking.tracking_uri()).get_run(run_id)
+
+
+@pytest.mark.slow
+def test_sigterm_ends_the_open_runs_as_killed(mlflow_root):
+    tracking.init_store()
+    proc, parent_id = _start_child("sleep", mlflow_root)
+    proc.send_signal(signal.SIGTERM)  # what `dvc queue kill` / a CI timeout sends
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    run = _run(parent_id)
+    assert run.info.status == "KILLED" and run.data.tags["lmmreg.killed_reason"] == "received SIGTERM"
+
+
+@pytest.mark.slow
+def test_next_start_ends_the_runs_a_sigkilled_process_left_running(mlflow_root):
+    from mlflow.tracking import MlflowClient
+
+    tracking.init_store()
+    proc, parent_id = _start_child("sigkill", mlflow_root)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    assert _run(parent_id).info.status == "RUNNING"  # nothing could close it
+    client = MlflowClient(tracking.tracking_uri())
+    exp_id = client.get_experiment_by_name(tracking.EXPERIMENT).experiment_id
+    # A run of a live process (a queued experiment beside this one) and another dataset's run stay RUNNING.
+    live = client.create_run(exp_id, tags={"lmmreg.dataset": "demo", "lmmreg.process": tracking.process_identity()})
+    other = client.create_run(exp_id, tags={"lmmreg.dataset": "bar", "lmmreg.process": "x:y:1:2"})
+    time.sleep(0.01)
+    with tracking.RunLogger(dataset="demo", params={}, tags={}) as logger:
+        pass
+    run = _run(parent_id)
+    assert run.info.status == "KILLED" and "ended without closing the run" in run.data.tags["lmmreg.killed_reason"]
+    assert _run(live.info.run_id).info.status == "RUNNING" and _run(other.info.run_id).info.status == "RUNNING"
+    assert _run(logger.parent_id).info.status == "FINISHED"
+
+
+@pytest.mark.slow
+def test_an_exception_ends_the_runs_as_failed(mlflow_root):
+    with pytest.raises(RuntimeError):
+        with tracking.RunLogger(dataset="demo", params={}, tags={}) as logger:
+            raise RuntimeError("boom")
+    run = _run(logger.parent_id)
+    assert run.info.status == "FAILED" and run.data.tags["lmmreg.failed_reason"] == "RuntimeError: boom"

@@ -381,7 +381,7 @@ def embed_texts(model, tokenizer, texts: Sequence[str], *, batch_size: int = 256
     `trim=None` pads each batch only to its longest text wherever that is exact (:func:`can_trim_padding`);
     `precision="auto"` is bf16/fp16 autocast on CUDA and fp32 on CPU; `workers` tokenization processes.
     """
-    from tqdm import tqdm
+    from lmmreg.progress import progress as progress_bar
 
     tokens, lengths, truncated = tokenize_texts(tokenizer, texts, workers=workers)
     trim = can_trim_padding(model, tokenizer) if trim is None else trim
@@ -391,7 +391,7 @@ def embed_texts(model, tokenizer, texts: Sequence[str], *, batch_size: int = 256
     ctx_mgr, precision = autocast_for(device, precision)
     order = torch.argsort(lengths, descending=True, stable=True)
     out: torch.Tensor | None = None
-    bar = tqdm(total=len(texts), unit="text", disable=not progress, desc="encode text")
+    bar = progress_bar(total=len(texts), unit="text", disable=not progress, desc="encode text")
     for i in range(0, len(order), batch_size):
         idx = order[i:i + batch_size]
         batch = tokens[idx]

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from lmmreg.config import TrainConfig
 from lmmreg.losses import lmm_reg_loss
+from lmmreg.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def fit(model: nn.Module, *, train_x: torch.Tensor, train_y: torch.Tensor, test_
     history: list[dict] = []
     best: tuple[float, int, dict, Evaluation] | None = None
     last_eval: Evaluation | None = None
-    bar = tqdm(range(1, cfg.epochs + 1), desc=desc, unit="epoch", leave=False)
+    bar = progress(range(1, cfg.epochs + 1), desc=desc, unit="epoch", leave=False)
     for epoch in bar:
         model.train()
         order = torch.randperm(n, generator=gen)

@@ -25,12 +25,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from lmmreg.config import PretrainConfig
 from lmmreg.data.corpus import CaptionSpec, corpus_item, world_prototypes
 from lmmreg.data.demo import WORDS, vocab
 from lmmreg.encoders import encode_text_tokens
+from lmmreg.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def render_corpus(cfg: PretrainConfig, *, stream: int, n: int, demo_seed: int, i
     scenes: list[dict] = [{} for _ in range(n)]
     chunk = 500
     chunks = [range(s, min(s + chunk, n)) for s in range(0, n, chunk)]
-    bar = tqdm(total=n, desc=desc, unit="img")
+    bar = progress(total=n, desc=desc, unit="img")
     pool = ProcessPoolExecutor(workers) if workers > 1 else None
     try:
         results = pool.map(partial(_render_chunk, **kw), chunks) if pool else map(partial(_render_chunk, **kw), chunks)
@@ -138,7 +138,8 @@ def train_clip(model: nn.Module, tokenizer, corpus: Corpus, cfg: PretrainConfig,
         order, pos, start, history = state["order"], state["pos"], state["step"], state["history"]
         log.info("resuming pretraining at step %d of %d from %s", start, cfg.steps, resume)
     model.train()
-    bar = tqdm(total=cfg.steps, initial=start, desc="pretrain CLIP", unit="step")
+    bar = progress(total=cfg.steps, desc="pretrain CLIP", unit="step")
+    bar.update(start)
     t0 = time.perf_counter()
     for step in range(start, cfg.steps):
         if pos + cfg.batch_size > n:  # a new pass over the corpus

@@ -9,6 +9,16 @@ when the experiment is created, so `mlflow ui` run from the root finds everythin
 Every finished run also rewrites `<root>/metrics/last_run.json`, which the report stage depends on: that is
 how DVC learns that the store, which it does not track, gained runs (see dvc.yaml, stage report).
 Everything else in the project hands this module plain dicts.
+
+What a run looks like (docs/tracking.md): a parent run per (dataset, train invocation), named after the DVC
+experiment (or `repro`) and the params that differ from the committed ones, carrying the mean test accuracy
+per method; a child run per (method, seed), named `<dataset> · <method> · seed k · α=…`. Params are logged
+once, under the dotted names `params.yaml`, `dvc exp show` and `dvc exp run -S` use (`alpha`, `train.lr`,
+`clip.model`). The experiment carries a shared view (`mlflow.sharedViewState.lmmreg`) that opens the runs
+table with those columns: `python -m lmmreg.tracking link` prints its address.
+
+Runs a killed process left RUNNING are ended as KILLED by the next train of the same dataset; SIGTERM and
+SIGINT end the open runs as KILLED before the process exits.
 """
 
 from __future__ import annotations
@@ -17,15 +27,28 @@ import contextlib
 import json
 import logging
 import os
+import signal
+import socket
 import subprocess
+import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
 
+# MLflow otherwise resolves its telemetry host at import: nothing here may need the network.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+if not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty()):  # in a log, no bar per artifact download
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
 EXPERIMENT = "lmmreg"
 TAG = "lmmreg."  # prefix of the project's own tags
+VIEW_KEY = "lmmreg"  # the experiment's shared runs-table view: tag mlflow.sharedViewState.<VIEW_KEY>
+UI_ADDRESS = "http://127.0.0.1:5000"  # where plain `mlflow ui` listens
+SUMMARY_METRIC = "test_acc."  # parent-run metric prefix: mean test accuracy per method (std: test_acc_std.)
 
 
 def project_root() -> Path:
@@ -105,26 +128,237 @@ def context_tags() -> dict[str, str]:
     return tags
 
 
-def _flatten(d: dict, prefix: str = "") -> dict[str, str]:
+def flatten_params(d: dict, prefix: str = "") -> dict[str, str]:
+    """Nested params as MLflow params under dotted names (`train.lr`), lists and dicts as JSON."""
     out = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
         if isinstance(v, dict) and v:
-            out.update(_flatten(v, f"{key}."))
+            out.update(flatten_params(v, f"{key}."))
         else:
             out[key] = json.dumps(v) if isinstance(v, (list, dict)) else str(v)
     return out
 
 
-class RunLogger:
-    """Parent run per (dataset, train invocation); a child run per (method, seed)."""
+# ---------------------------------------------------------------------------------------- run names
 
-    def __init__(self, *, dataset: str, params: dict[str, Any], tags: dict[str, str]):
+def child_run_name(dataset: str, method: str, seed: int, alpha: float | None) -> str:
+    """`demo · lmm_reg · seed 0 · α=0.01`; α only for the methods it plays a part in (None elsewhere)."""
+    name = f"{dataset} · {method} · seed {seed}"
+    return name if alpha is None else f"{name} · α={alpha:g}"
+
+
+def committed_params(rev: str | None = None, *, root: Path | None = None) -> dict | None:
+    """`params.yaml` as committed at `rev` (default: DVC's experiment baseline, else HEAD); None if unknown."""
+    import yaml
+
+    root = root or project_root()
+    rev = rev or os.environ.get("DVC_EXP_BASELINE_REV") or "HEAD"
+    try:
+        text = subprocess.run(["git", "show", f"{rev}:./params.yaml"], cwd=root, capture_output=True, text=True,
+                              check=True, timeout=30).stdout
+        return yaml.safe_load(text)
+    except (OSError, subprocess.SubprocessError, yaml.YAMLError):
+        return None
+
+
+def changed_params(current: dict, baseline: dict | None) -> dict[str, str]:
+    """Dotted params whose value differs from the baseline's; keys the baseline lacks (defaults, or a key added
+    since) are not counted, so only what someone set shows."""
+    if baseline is None:
+        return {}
+    base = flatten_params(baseline)
+    return {k: v for k, v in flatten_params(current).items() if k in base and base[k] != v}
+
+
+def parent_run_name(dataset: str, changes: dict[str, str], *, limit: int = 3) -> str:
+    """`<DVC experiment name or repro> · <dataset>[ · alpha=0.1, train.lr=0.001 +2]`."""
+    name = f"{os.environ.get('DVC_EXP_NAME') or 'repro'} · {dataset}"
+    if not changes:
+        return name
+    shown = [f"{k}={v if len(v) <= 24 else v[:21] + '...'}" for k, v in sorted(changes.items())[:limit]]
+    more = f" +{len(changes) - limit}" if len(changes) > limit else ""
+    return f"{name} · {', '.join(shown)}{more}"
+
+
+# ------------------------------------------------------------------------------------- the runs table
+
+def view_state(methods: list[str]) -> dict:
+    """The runs table a new user should see: the experiment's knobs and results as columns.
+
+    The shape MLflow's UI (3.x) reads from an experiment tag `mlflow.sharedViewState.<key>` when the page is
+    opened with `?viewStateShareKey=<key>`: search facets (`orderByKey`, `orderByAsc`) and UI state
+    (`selectedColumns`, keys written `params.\\`name\\``, `metrics.\\`name\\``). Parent rows show the mean test
+    accuracy of baseline and proposed (every method's is on the run), child rows their own accuracy.
+    """
+    params = [f"params.`{p}`" for p in ("alpha", "train.lr", "train.shots", "method", "seed")]
+    compared = [m for m in methods if m in ("finetune", "lmm_reg")] or methods  # Table 1 when it is run
+    metrics = [f"metrics.`{m}`" for m in ("reported_test_acc", *(f"{SUMMARY_METRIC}{m}" for m in compared))]
+    order = f"{SUMMARY_METRIC}lmm_reg" if "lmm_reg" in methods else "reported_test_acc"
+    return {"selectedColumns": ["attributes.`Models`", *params, *metrics],
+            "orderByKey": f"metrics.`{order}`", "orderByAsc": False, "searchFilter": "", "runListHidden": False}
+
+
+def ui_link(experiment_id: str) -> str:
+    """The address that opens the experiment's runs table with the shared view (`mlflow ui` unless the
+    tracking URI is a server, which serves the same UI)."""
+    uri = tracking_uri()
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else UI_ADDRESS
+    return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning&viewStateShareKey={VIEW_KEY}"
+
+
+def set_view_state(methods: list[str]) -> str:
+    """Store the shared view on the experiment; returns the link that opens it."""
+    client = _client()
+    exp_id = init_store()
+    client.set_experiment_tag(exp_id, f"mlflow.sharedViewState.{VIEW_KEY}", json.dumps(view_state(methods)))
+    return ui_link(exp_id)
+
+
+# --------------------------------------------------------------------------- who owns a RUNNING run
+
+def _proc_start(pid: int) -> str:
+    """The process's start time in clock ticks since boot (Linux); "" where /proc is missing."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[19]  # field 22 counted from the pid
+    except (OSError, IndexError):
+        return ""
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def process_identity(pid: int | None = None) -> str:
+    """`host:boot:pid:start`, unique to one process even when pids are reused."""
+    pid = os.getpid() if pid is None else pid
+    return f"{socket.gethostname()}:{_boot_id()}:{pid}:{_proc_start(pid)}"
+
+
+def _owner_alive(owner: str) -> bool | None:
+    """True/False for a process of this machine; None where it cannot be told (another host)."""
+    try:
+        host, boot, pid, start = owner.rsplit(":", 3)
+    except ValueError:
+        return False  # no usable owner: nothing vouches for the run
+    if host != socket.gethostname():
+        return None
+    if boot != _boot_id():
+        return False  # the machine rebooted since
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return start == _proc_start(int(pid))  # a reused pid is another process
+
+
+def end_stale_runs(dataset: str, *, before_ms: int) -> list[str]:
+    """End as KILLED the RUNNING runs (parents and children) of `dataset` whose process is gone (a run with
+    no owner tag: if it started before `before_ms`); a live process's runs (a queued experiment running
+    beside this one) and other hosts' runs are left alone."""
+    client = _client()
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    if exp is None:
+        return []
+    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`{TAG}dataset` = '{dataset}' and "
+                              "attributes.status = 'RUNNING'", max_results=50000)
+    ended = []
+    for r in runs:
+        owner = r.data.tags.get(f"{TAG}process", "")
+        alive = _owner_alive(owner) if owner else (False if r.info.start_time < before_ms else True)
+        if alive:
+            continue
+        if alive is None:
+            log.warning("run %s of %s is RUNNING on another host (%s): left alone", r.info.run_id, dataset, owner)
+            continue
+        why = (f"process {owner or '(unknown)'} ended without closing the run (killed?); "
+               f"ended by process {process_identity()} at {time.strftime('%Y-%m-%dT%H:%M:%S%z')}")
+        client.set_tag(r.info.run_id, f"{TAG}killed_reason", why)
+        client.set_terminated(r.info.run_id, "KILLED")
+        ended.append(r.info.run_id)
+    if ended:
+        log.warning("ended %d stale RUNNING run(s) of %s as KILLED: %s", len(ended), dataset, ", ".join(ended))
+    return ended
+
+
+def model_requirements() -> list[str]:
+    """Pinned pip requirements of a logged model, from the installed versions (never inferred: see log_model)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    reqs = []
+    for pkg in ("mlflow", "torch", "torchvision", "open_clip_torch", "numpy", "pillow", "pyyaml"):
+        try:
+            reqs.append(f"{pkg}=={version(pkg)}")
+        except PackageNotFoundError:
+            continue
+    return reqs
+
+
+class Interrupted(SystemExit):
+    """SIGTERM / SIGINT while runs are open: unwinds the stage, which ends its runs as KILLED, then exits
+    with 128 + signal like a process killed by it."""
+
+    def __init__(self, signum: int):
+        super().__init__(128 + signum)
+        self.reason = f"received {signal.Signals(signum).name}"
+
+
+def _process_start_ms() -> int:
+    start = _proc_start(os.getpid())
+    try:
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return int((time.time() - uptime + int(start) / os.sysconf("SC_CLK_TCK")) * 1000)
+    except (OSError, ValueError):
+        return int(time.time() * 1000)
+
+
+# ------------------------------------------------------------------------------------------ logging
+
+class RunLogger:
+    """Parent run per (dataset, train invocation); a child run per (method, seed).
+
+    Use as a context manager: leaving normally ends the parent FINISHED, an exception FAILED, SIGTERM/SIGINT
+    (:class:`Interrupted`) or Ctrl-C KILLED with a `lmmreg.killed_reason` tag. Opening one first ends the
+    runs of the same dataset that a killed process left RUNNING.
+    """
+
+    def __init__(self, *, dataset: str, params: dict[str, Any], tags: dict[str, str], run_name: str | None = None):
         self.client = _client()
         self.experiment_id = init_store()
-        all_tags = {**context_tags(), **tags, f"{TAG}dataset": dataset, f"{TAG}kind": "parent"}
-        self.parent = self.client.create_run(self.experiment_id, run_name=f"{dataset}", tags=all_tags)
-        self._log_params(self.parent.info.run_id, params)
+        self.dataset = dataset
+        self.owner = process_identity()
+        end_stale_runs(dataset, before_ms=_process_start_ms())
+        all_tags = {**context_tags(), **tags, f"{TAG}dataset": dataset, f"{TAG}kind": "parent",
+                    f"{TAG}process": self.owner}
+        self.parent = self.client.create_run(self.experiment_id, run_name=run_name or dataset, tags=all_tags)
+        self._open = {self.parent_id}
+        self.closed = False
+        self._log_params(self.parent_id, params)
+        self._old_handlers: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._old_handlers[sig] = signal.signal(sig, self._on_signal)
+
+    @staticmethod
+    def _on_signal(signum, frame) -> None:
+        raise Interrupted(signum)  # unwinds first, so no MLflow call is cut in half; __exit__ ends the runs
+
+    def __enter__(self) -> RunLogger:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc is None:
+            self.close()
+        elif isinstance(exc, (Interrupted, KeyboardInterrupt)):
+            self.close("KILLED", reason=getattr(exc, "reason", "received SIGINT (KeyboardInterrupt)"))
+        else:
+            self.close("FAILED", reason=f"{type(exc).__name__}: {exc}"[:500])
 
     @property
     def parent_id(self) -> str:
@@ -133,22 +367,29 @@ class RunLogger:
     def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
-        flat = _flatten(params)
+        flat = flatten_params(params)
         items = [Param(k, v[:6000]) for k, v in sorted(flat.items())]
         for i in range(0, len(items), 100):
             self.client.log_batch(run_id, params=items[i:i + 100])
 
+    def log_summary(self, metrics: dict[str, float]) -> None:
+        """Metrics of the parent run (the mean test accuracy per method), shown beside the experiment's params."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.parent_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+
     def log_child(self, *, name: str, params: dict[str, Any], tags: dict[str, str], history: list[dict],
                   final: dict[str, float], artifacts: dict[str, Any]) -> str:
         """One finished (method, seed) run: params, per-epoch metrics, final metrics, JSON/torch artifacts."""
-        import time
-
         import torch
         from mlflow.entities import Metric
 
         run = self.client.create_run(self.experiment_id, run_name=name, tags={
-            **context_tags(), **tags, "mlflow.parentRunId": self.parent_id, f"{TAG}kind": "child"})
+            **context_tags(), **tags, "mlflow.parentRunId": self.parent_id, f"{TAG}kind": "child",
+            f"{TAG}dataset": self.dataset, f"{TAG}process": self.owner})
         run_id = run.info.run_id
+        self._open.add(run_id)
         self._log_params(run_id, params)
         now = int(time.time() * 1000)
         metrics = [Metric(k, float(v), now, int(row["epoch"])) for row in history for k, v in row.items()
@@ -166,10 +407,55 @@ class RunLogger:
                 self.client.log_artifact(run_id, str(path))
         self.client.set_terminated(run_id, "FINISHED")
         write_stamp(run_id, tags)
+        self._open.discard(run_id)
         return run_id
 
-    def close(self, status: str = "FINISHED") -> None:
-        self.client.set_terminated(self.parent_id, status)
+    def log_model(self, *, python_model: Any, artifacts: dict[str, str], input_example: Any,
+                  pip_requirements: list[str], registered_name: str, score: float,
+                  tags: dict[str, str]) -> dict[str, Any]:
+        """Log a pyfunc model on the parent run and register it as `registered_name`.
+
+        The alias `champion` moves to the new version when its `score` (the mean test accuracy, tag `lmmreg.score`)
+        is at least the current champion's, so `@champion` is the best so far (`models:/<name>/latest` is the newest).
+        Requirements are given, not inferred (inferring loads the model in a subprocess: ~25 s, and may look
+        packages up); the signature comes from `python_model.predict`'s type hints and the input example.
+        """
+        import mlflow
+        from mlflow.exceptions import MlflowException
+
+        with mlflow.start_run(run_id=self.parent_id):  # resumes the open parent; the logged model links to it
+            info = mlflow.pyfunc.log_model(name="classifier", python_model=python_model, artifacts=artifacts,
+                                           input_example=input_example, pip_requirements=pip_requirements,
+                                           registered_model_name=registered_name, tags=tags)
+        self.client.update_run(self.parent_id, status="RUNNING")  # start_run's exit ended it; close() does that
+        version = str(info.registered_model_version)
+        for k, v in {**tags, f"{TAG}score": repr(float(score))}.items():
+            self.client.set_model_version_tag(registered_name, version, k, v)
+        try:
+            current = self.client.get_model_version_by_alias(registered_name, "champion")
+            best = float(current.tags.get(f"{TAG}score", "-inf"))
+        except MlflowException:  # no champion yet
+            best = float("-inf")
+        champion = float(score) >= best
+        if champion:
+            self.client.set_registered_model_alias(registered_name, "champion", version)
+        uri = f"models:/{registered_name}@champion" if champion else f"models:/{registered_name}/{version}"
+        return {"model_uri": info.model_uri, "registered": uri, "version": version, "champion": champion}
+
+    def close(self, status: str = "FINISHED", *, reason: str | None = None) -> None:
+        """End the open runs (once: later calls do nothing) and give the signals back."""
+        if self.closed:
+            return
+        self.closed = True
+        for sig, old in self._old_handlers.items():
+            signal.signal(sig, old)
+        for run_id in sorted(self._open):
+            if reason and status == "KILLED":
+                self.client.set_tag(run_id, f"{TAG}killed_reason", reason)
+            elif reason:
+                self.client.set_tag(run_id, f"{TAG}failed_reason", reason)
+            self.client.set_terminated(run_id, status)
+        self._open.clear()
 
 
 def write_stamp(run_id: str, tags: dict[str, str]) -> None:
@@ -246,7 +532,7 @@ def log_pretrain_run(*, name: str, params: dict[str, Any], history: list[dict], 
         exp_id = exp.experiment_id
     run = client.create_run(exp_id, run_name=name, tags={**context_tags(), **tags, f"{TAG}kind": "pretrain"})
     run_id = run.info.run_id
-    flat = _flatten(params)
+    flat = flatten_params(params)
     from mlflow.entities import Param
 
     client.log_batch(run_id, params=[Param(k, v[:6000]) for k, v in sorted(flat.items())])
@@ -261,15 +547,30 @@ def log_pretrain_run(*, name: str, params: dict[str, Any], history: list[dict], 
     return run_id
 
 
-def main() -> None:
-    """`python -m lmmreg.tracking init`: create the store before parallel runs (make repro does this)."""
-    import sys
+def _methods_in_params(path: Path) -> list[str]:
+    import yaml
 
+    try:
+        return list(yaml.safe_load(path.read_text())["train"]["methods"])
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        return ["finetune", "lmm_reg"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m lmmreg.tracking init`: create the store before parallel runs (make repro does this).
+    `python -m lmmreg.tracking link`: print the address that opens the runs table (make repro ends with it)."""
     logging.basicConfig(level=logging.INFO)
-    if sys.argv[1:] != ["init"]:
-        raise SystemExit("usage: python -m lmmreg.tracking init")
-    exp_id = init_store()
-    print(f"MLflow store {tracking_uri()} experiment {EXPERIMENT!r} id {exp_id}")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv == ["init"]:
+        exp_id = init_store()
+        print(f"MLflow store {tracking_uri()} experiment {EXPERIMENT!r} id {exp_id}")
+    elif argv == ["link"]:
+        link = set_view_state(_methods_in_params(project_root() / "params.yaml"))
+        serve = "" if tracking_uri().startswith(("http://", "https://")) else \
+            f"  (start the UI first: mlflow ui --backend-store-uri {tracking_uri()})\n"
+        print(f"Compare the runs in MLflow:\n  {link}\n{serve}", end="")
+    else:
+        raise SystemExit("usage: python -m lmmreg.tracking init | link")
 
 
 if __name__ == "__main__":

@@ -13,12 +13,11 @@ from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from tqdm import tqdm
-
 from lmmreg.config import PrepareConfig
 from lmmreg.data.images import BadImageError, is_supported, load_rgb
 from lmmreg.data.layouts import Layout, RawItem
 from lmmreg.data.manifest import Record, sha256_file
+from lmmreg.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +76,7 @@ def check_items(items: list[RawItem], classes: list[str], *, root: Path, cfg: Pr
     bad = list(bad or [])
     with ThreadPoolExecutor(max_workers=workers) as pool:  # PIL decoding releases the GIL
         results = pool.map(lambda it: _inspect(root, it, cfg.max_image_pixels), items)
-        for item, problem, sha, w, h in tqdm(results, total=len(items), unit="img", desc=f"check {dataset}"):
+        for item, problem, sha, w, h in progress(results, total=len(items), unit="img", desc=f"check {dataset}"):
             if problem is None and item.class_name not in label:
                 problem = f"class {item.class_name!r} unknown"
             if problem is not None:

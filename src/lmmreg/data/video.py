@@ -16,10 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 
 from PIL import Image
-from tqdm import tqdm
 
 from lmmreg.data.images import BadImageError, check_nonempty_file, check_pixels
 from lmmreg.data.manifest import sha256_file
+from lmmreg.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ def extract_frames(videos: list[str], *, raw_root: str | Path, frames_dir: str |
     bad: list[dict] = []
     reused = 0
     with ThreadPoolExecutor(max_workers=workers) as pool, (frames_dir / INDEX_NAME).open("a") as log_file:
-        for video, rec, problem, hit in tqdm(pool.map(work, videos), total=len(videos), unit="video",
+        for video, rec, problem, hit in progress(pool.map(work, videos), total=len(videos), unit="video",
                                              desc="extract frames"):
             if problem is not None:
                 bad.append({"video": video, "reason": problem.removeprefix(f"{raw_root / video}: ")})

@@ -13,13 +13,12 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from tqdm import tqdm
-
 from lmmreg.config import DescribeConfig
 from lmmreg.data.manifest import Record
 from lmmreg.describe.base import Answer, DescribeItem, Describer, iter_answers
 from lmmreg.describe.parse import parse_answer
 from lmmreg.describe.store import DescriptionStore, record_key
+from lmmreg.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +83,7 @@ def describe_images(describer: Describer, items: list[DescribeItem], *, store: D
     """Run the backend over `items`, storing each answer as it arrives; returns this run's counts."""
     stats = Counter()
     t0 = time.perf_counter()
-    bar = tqdm(total=len(items), unit="img", desc=desc, dynamic_ncols=True)
+    bar = progress(total=len(items), unit="img", desc=desc, dynamic_ncols=True)
     pending = items
     while pending:
         retry: list[DescribeItem] = []

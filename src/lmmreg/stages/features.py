@@ -21,7 +21,6 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from lmmreg.artifacts import Artifact, save_artifact
 from lmmreg.cli import add_compute_args, batch_size, run_stage, stage_parser
@@ -29,6 +28,7 @@ from lmmreg.config import Params
 from lmmreg.data.images import load_rgb
 from lmmreg.data.manifest import Record, load_manifest, resolve_image_root
 from lmmreg.encoders import autocast_for, build_clip, build_train_transform, clip_meta, encode_boundary
+from lmmreg.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def extract_features(model, transform, root: Path, records: list[Record], *, unl
     if cuda:  # channels-last lets cuDNN run the patch-embedding convolution without a layout copy
         visual = visual.to(memory_format=torch.channels_last)
     out: torch.Tensor | None = None
-    bar = tqdm(total=len(data), unit="img", desc=f"image features ({precision})")
+    bar = progress(total=len(data), unit="img", desc=f"image features ({precision})")
     for images, idx in loader:
         images = images.to(device, non_blocking=True)
         if cuda:

@@ -1,5 +1,6 @@
 """Stage `train@<dataset>`: every method of `train.methods` for every seed, on the cached features;
-one MLflow child run per (method, seed) under a parent run for the dataset.
+one MLflow child run per (method, seed) under a parent run for the dataset, which gets the mean test
+accuracy per method and the best method's classifier as a registered model (`lmmreg-<dataset>@champion`).
 
     python -m lmmreg.stages.train --dataset demo --manifest data/prepared/demo --features data/features/demo.pt \
         --text data/text/demo --centroids data/centroids/demo.pt --models models/demo \
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -18,7 +21,7 @@ from lmmreg import tracking
 from lmmreg.artifacts import check_aligned, load_artifact
 from lmmreg.cli import run_stage, stage_parser
 from lmmreg.config import Params, to_dict
-from lmmreg.data.manifest import manifest_digest
+from lmmreg.data.manifest import load_manifest, manifest_digest
 from lmmreg.describe.setting import setting_hash
 from lmmreg.encoders import VisionTail, build_clip
 from lmmreg.identity import method_alpha, run_identity
@@ -64,24 +67,69 @@ def write_curves(curves: list[dict], path: Path) -> None:
             f.write(",".join([str(e), *(f"{sum(by_method[m][e]) / len(by_method[m][e]):.4f}" for m in methods)]) + "\n")
 
 
+# The describe settings that change answers (dvc.yaml's train params): logged with every run.
+DESCRIBE_KEYS = ("backend", "model", "prompt", "n_descriptions", "temperature", "top_p", "max_new_tokens",
+                 "repetition_penalty", "seed", "on_too_few", "too_few_retries")
+
+
+def run_params(params: Params, dataset: str) -> dict:
+    """What every run of this invocation is trained with, nested as in params.yaml (logged as `train.lr` ...)."""
+    describe = to_dict(params.describe)
+    return {"alpha": params.alpha, "seeds": params.seeds, "train": to_dict(params.train), "clip": to_dict(params.clip),
+            "describe": {k: describe[k] for k in DESCRIBE_KEYS}, "sources": {dataset: to_dict(params.source(dataset))}}
+
+
+def log_champion(logger: tracking.RunLogger, params: Params, summary: dict, *, dataset: str, manifest: Path,
+                 inputs: MethodInputs, models: Path) -> dict | None:
+    """Log the best servable method's best seed as an MLflow model `lmmreg-<dataset>` (alias `champion` when its
+    mean test accuracy is the best registered so far)."""
+    import numpy as np
+
+    from lmmreg import classifier
+
+    start = time.perf_counter()
+    servable = {m: s for m, s in summary.items() if m in classifier.SERVABLE}
+    if not servable:
+        log.warning("no method in train.methods classifies images alone (%s): no model logged", list(summary))
+        return None
+    method = max(servable, key=lambda m: servable[m]["test_acc_mean"])
+    seed_key, best = max(servable[method]["runs"].items(), key=lambda kv: kv[1]["test_acc"])
+    state_file = models / f"{method}_{seed_key}.pt"
+    state = torch.load(state_file) if state_file.is_file() else None
+    trainable = classifier.build_trainable(method, state_dict=state, base_tail=inputs.tail,
+                                           class_text=inputs.class_text, centroids=inputs.centroids)
+    model, _, _ = build_clip(params.clip)
+    _, classes = load_manifest(manifest)
+    meta = {"dataset": dataset, "method": method, "seed": int(seed_key[1:]), "run_id": best["run_id"],
+            "test_acc": best["test_acc"], "test_acc_mean": servable[method]["test_acc_mean"]}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = classifier.save_classifier(Path(tmp) / "classifier", clip=params.clip, visual=model.visual,
+                                            trainable=trainable, classes=classes, meta=meta)
+        example = [np.full((16, 16, 3), 128, dtype=np.uint8).tolist()]  # one grey image as [H, W, 3] uint8
+        logged = logger.log_model(python_model=classifier.PyfuncClassifier(), artifacts={"classifier": str(folder)},
+                                  input_example=example, pip_requirements=tracking.model_requirements(),
+                                  registered_name=f"lmmreg-{dataset}", score=meta["test_acc_mean"],
+                                  tags={f"lmmreg.{k}": str(v) for k, v in meta.items()})
+    seconds = round(time.perf_counter() - start, 2)
+    log.info("%s: %s seed %s logged as %s in %.1f s", dataset, method, meta["seed"], logged["registered"], seconds)
+    return {**logged, "method": method, "seed": meta["seed"], "seconds": seconds}
+
+
 def main(params: Params, *, dataset: str, manifest: Path, features: Path, text: Path, centroids: Path,
-         models: Path, metrics: Path, plots: Path, device: str = "cpu") -> dict:
+         models: Path, metrics: Path, plots: Path, device: str = "cpu", log_model: bool = True) -> dict:
     inputs, test_ids = load_inputs(params, features=features, text=text, centroids=centroids)
     digest = manifest_digest(manifest)
-    logger = tracking.RunLogger(dataset=dataset, params={"dataset": dataset, "alpha": params.alpha,
-                                "seeds": params.seeds, "train": to_dict(params.train), "clip": to_dict(params.clip)},
-                                tags={"lmmreg.data_digest": digest})
+    shared = run_params(params, dataset)
+    changes = tracking.changed_params(shared, tracking.committed_params())
+    # What every run of this invocation shares (the setting hash reads the imported file for `file`: once).
+    shared_tags = {"lmmreg.data_digest": digest, "lmmreg.describe_setting": setting_hash(params.describe)}
+    child_params = {**{k: v for k, v in shared.items() if k != "seeds"},
+                    "train": {k: v for k, v in shared["train"].items() if k != "methods"}, "dataset": dataset}
     models.mkdir(parents=True, exist_ok=True)
     summary: dict = {}
     curves: list[dict] = []
-    # What every run of this invocation shares (the setting hash reads the imported file for `file`: once).
-    train_params = {k: v for k, v in to_dict(params.train).items() if k != "methods"}
-    shared_params = {"dataset": dataset, **train_params, "clip_model": params.clip.model,
-                     "clip_pretrained": params.clip.pretrained or "random-init",
-                     "unlocked_groups": params.clip.unlocked_groups, "lmm_backend": params.describe.backend,
-                     "lmm_model": params.describe.model, "lmm_prompt": params.describe.prompt,
-                     "describe_setting": setting_hash(params.describe), "data_digest": digest}
-    try:
+    with tracking.RunLogger(dataset=dataset, params={**shared, "dataset": dataset}, tags=shared_tags,
+                            run_name=tracking.parent_run_name(dataset, changes)) as logger:
         for method in params.train.methods:
             ident = run_identity(params, dataset=dataset, method=method, data_digest=digest)
             alpha = method_alpha(method, params.alpha)
@@ -93,9 +141,8 @@ def main(params: Params, *, dataset: str, manifest: Path, features: Path, text: 
                 comp = compactness(res.final.emb.numpy(), inputs.test_y.numpy())
                 final = {"final_test_acc": accs[-1], "best_test_acc": max(accs), "reported_test_acc": res.final.acc,
                          "reported_epoch": res.reported_epoch, **comp}
-                run_params = {**shared_params, "method": method, "seed": seed,
-                              "alpha": "none" if alpha is None else alpha}
-                tags = {"lmmreg.dataset": dataset, "lmmreg.method": method, "lmmreg.seed": str(seed),
+                params_ = {**child_params, "method": method, "seed": seed, "alpha": "none" if alpha is None else alpha}
+                tags = {**shared_tags, "lmmreg.dataset": dataset, "lmmreg.method": method, "lmmreg.seed": str(seed),
                         "lmmreg.config_id": ident["config_id"], "lmmreg.ablation_id": ident["ablation_id"],
                         "lmmreg.alpha": ident["alpha"], "lmmreg.demo": str(params.source(dataset).layout == "demo")}
                 preds = {"ids": test_ids, "labels": inputs.test_y.tolist(), "preds": res.final.preds.tolist()}
@@ -103,8 +150,8 @@ def main(params: Params, *, dataset: str, manifest: Path, features: Path, text: 
                 if res.state_dict:
                     artifacts["head.pt"] = res.state_dict
                     torch.save(res.state_dict, models / f"{method}_s{seed}.pt")
-                run_id = logger.log_child(name=f"{dataset}/{method}/s{seed}", params=run_params, tags=tags,
-                                          history=res.history, final=final, artifacts=artifacts)
+                run_id = logger.log_child(name=tracking.child_run_name(dataset, method, seed, alpha), params=params_,
+                                          tags=tags, history=res.history, final=final, artifacts=artifacts)
                 runs[f"s{seed}"] = {"run_id": run_id, "test_acc": round(res.final.acc, 4)}
                 curves += [{"method": method, "seed": seed, "epoch": r["epoch"], "test_acc": r["test_acc"]}
                            for r in res.history]
@@ -113,10 +160,11 @@ def main(params: Params, *, dataset: str, manifest: Path, features: Path, text: 
             mean, std = mean_std([r["test_acc"] for r in runs.values()])
             summary[method] = {"test_acc_mean": round(mean, 4), "test_acc_std": round(std, 4),
                                "config_id": ident["config_id"], "runs": runs}
-    except BaseException:
-        logger.close("FAILED")
-        raise
-    logger.close()
+            done = summary[method]
+            logger.log_summary({f"{tracking.SUMMARY_METRIC}{method}": done["test_acc_mean"],
+                                f"test_acc_std.{method}": done["test_acc_std"]})
+        champion = log_champion(logger, params, summary, dataset=dataset, manifest=manifest, inputs=inputs,
+                                models=models) if log_model else None
     # The DVC metrics file stays small so `dvc exp show` reads well; per-seed run ids go beside the heads.
     metrics.parent.mkdir(parents=True, exist_ok=True)
     metrics.write_text(json.dumps({
@@ -124,8 +172,10 @@ def main(params: Params, *, dataset: str, manifest: Path, features: Path, text: 
         "test_acc": {m: s["test_acc_mean"] for m, s in summary.items()},
         "test_acc_std": {m: s["test_acc_std"] for m, s in summary.items()},
     }, indent=1) + "\n")
-    (models / "runs.json").write_text(json.dumps({"parent_run_id": logger.parent_id, "methods": summary}, indent=1))
+    (models / "runs.json").write_text(json.dumps({"parent_run_id": logger.parent_id, "methods": summary,
+                                                  "model": champion}, indent=1))
     write_curves(curves, plots)
+    log.info("compare the runs: %s", tracking.set_view_state(list(params.train.methods)))
     return summary
 
 
@@ -135,9 +185,11 @@ def cli() -> None:
     for name in ("manifest", "features", "text", "centroids", "models", "metrics", "plots"):
         parser.add_argument(f"--{name}", type=Path, required=True)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--no-model", action="store_true",
+                        help="do not log and register the best method's classifier (lmmreg-<dataset>@champion)")
     run_stage(lambda a, p: main(p, dataset=a.dataset, manifest=a.manifest, features=a.features, text=a.text,
                                 centroids=a.centroids, models=a.models, metrics=a.metrics, plots=a.plots,
-                                device=a.device), parser)
+                                device=a.device, log_model=not a.no_model), parser)
 
 
 if __name__ == "__main__":
