@@ -141,3 +141,12 @@ def test_interrupted_pretraining_resumes_to_the_same_weights(tmp_path):
     assert [r["loss"] for r in resumed] == [r["loss"] for r in full]
     for (k, v), (_, w) in zip(straight.state_dict().items(), second.state_dict().items(), strict=True):
         assert torch.equal(v, w), k
+
+
+def test_dataset_classes_depart_from_the_world_in_shift_attributes():
+    from lmmreg.data.demo import MAIN_ATTRS, class_prototypes, dataset_prototypes
+
+    world, data = class_prototypes(8, 0), dataset_prototypes(8, 0, shift=1)
+    for w, d in zip(world, data, strict=True):
+        assert w["name"] == d["name"] and sum(w[a] != d[a] for a in MAIN_ATTRS) == 1
+    assert dataset_prototypes(8, 0, shift=0) == world

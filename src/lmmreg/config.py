@@ -36,6 +36,9 @@ class DemoConfig:
     # classes overlap in what captions name (main) and in the cues captions seldom name (hidden).
     keep_main: float = 0.75
     keep_hidden: float = 0.75
+    # How many main attributes of each class differ between this dataset and what the world's captions
+    # associate with the class name (a dataset's own conventions vs the web's: a domain gap zero-shot meets).
+    shift: int = 0
 
 
 @dataclass(frozen=True)
@@ -259,6 +262,7 @@ def _validate(p: Params) -> None:
     need(p.demo.n_classes >= 2, "demo.n_classes", "must be >= 2")
     need(p.demo.train_per_class >= 1 and p.demo.test_per_class >= 1, "demo.train_per_class", "must be >= 1")
     need(p.demo.image_size >= 16, "demo.image_size", "must be >= 16")
+    need(0 <= p.demo.shift <= 4, "demo.shift", f"must be in 0..4, got {p.demo.shift}")
     for key in ("keep_main", "keep_hidden"):
         need(0 <= getattr(p.demo, key) <= 1, f"demo.{key}", f"must be in [0, 1], got {getattr(p.demo, key)}")
     pt = p.pretrain

@@ -99,6 +99,20 @@ def class_prototypes(n_classes: int, seed: int) -> list[dict]:
     return protos
 
 
+def dataset_prototypes(n_classes: int, seed: int, shift: int) -> list[dict]:
+    """The demo dataset's classes: the world's scene types with `shift` main attributes changed each (class k
+    changes attributes k, k+1, ... of MAIN_ATTRS to the next value in the vocabulary), the way a dataset's
+    own labelling conventions depart from what web captions associate with a class name."""
+    protos = class_prototypes(n_classes, seed)
+    v = vocab()
+    for k, p in enumerate(protos):
+        for j in range(shift):
+            attr = MAIN_ATTRS[(k + j) % len(MAIN_ATTRS)]
+            values = list(v[attr])
+            p[attr] = values[(values.index(p[attr]) + 1) % len(values)]
+    return protos
+
+
 def sample_scene(proto: dict, rng: np.random.Generator, *, keep_main: float = 0.75,
                  keep_hidden: float = 0.75) -> dict:
     """A scene of type `proto`: each preferred attribute kept with probability keep_main / keep_hidden."""
@@ -220,7 +234,7 @@ def render_scene(scene: dict, size: int, rng: np.random.Generator) -> Image.Imag
 def generate_demo(cfg: DemoConfig, out_dir: str | Path) -> dict:
     """Write the demo dataset under `out_dir`; returns a summary. Same config, same bytes."""
     out = Path(out_dir)
-    protos = class_prototypes(cfg.n_classes, cfg.seed)
+    protos = dataset_prototypes(cfg.n_classes, cfg.seed, cfg.shift)
     scenes: dict[str, dict] = {}
     rng = np.random.default_rng(cfg.seed + 1)
     counter = 0
