@@ -23,6 +23,12 @@ def small_raw_params(**overrides) -> dict:
     raw["demo"].update({"n_classes": 3, "train_per_class": 8, "test_per_class": 4, "image_size": 32})
     raw["seeds"] = [0, 1]
     raw["train"]["epochs"] = 3
+    b = raw["baselines"]  # the baselines too, with their grids cut to two points
+    b["prolip"].update({"steps": 3, "lr_grid": [1.0e-3, 1.0e-5], "reg_grid": [1.0, 0.0]})
+    b["tip_adapter"].update({"epochs": 2, "beta_steps": 4, "alpha_steps": 4})
+    b["clip_adapter"]["epochs"] = 2
+    b["coop"].update({"epochs": 2, "n_ctx": 4})
+    b["linear_probe_lbfgs"].update({"c_grid": [1.0, 1.0e-2], "search_steps": 1, "max_iter": 100})
     raw["report"]["bootstrap"] = 50
     for key, value in overrides.items():
         node = raw

@@ -42,6 +42,7 @@ TEMPLATES = [
 
 
 class ScriptedDescriber:
+    needs_raw_root = True  # constructed with the dataset's raw folder (lmmreg.describe.backends)
     max_batch = 64
 
     def __init__(self, cfg: DescribeConfig, *, raw_root: Path):
