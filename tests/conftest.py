@@ -17,18 +17,24 @@ def load_raw_params() -> dict:
     return yaml.safe_load((REPO / "params.yaml").read_text())
 
 
+# The baselines shrunk the same way: a few epochs, their search grids cut to two points.
+SMALL_BASELINES = {
+    "prolip": {"steps": 3, "lr_grid": [1.0e-3, 1.0e-5], "reg_grid": [1.0, 0.0]},
+    "tip_adapter": {"epochs": 2, "beta_steps": 4, "alpha_steps": 4},
+    "clip_adapter": {"epochs": 2},
+    "coop": {"epochs": 2, "n_ctx": 4},
+    "linear_probe_lbfgs": {"c_grid": [1.0, 1.0e-2], "search_steps": 1, "max_iter": 100},
+}
+
+
 def small_raw_params(**overrides) -> dict:
     """The real params.yaml, shrunk so the whole pipeline runs in seconds."""
     raw = copy.deepcopy(load_raw_params())
     raw["demo"].update({"n_classes": 3, "train_per_class": 8, "test_per_class": 4, "image_size": 32})
     raw["seeds"] = [0, 1]
     raw["train"]["epochs"] = 3
-    b = raw["baselines"]  # the baselines too, with their grids cut to two points
-    b["prolip"].update({"steps": 3, "lr_grid": [1.0e-3, 1.0e-5], "reg_grid": [1.0, 0.0]})
-    b["tip_adapter"].update({"epochs": 2, "beta_steps": 4, "alpha_steps": 4})
-    b["clip_adapter"]["epochs"] = 2
-    b["coop"].update({"epochs": 2, "n_ctx": 4})
-    b["linear_probe_lbfgs"].update({"c_grid": [1.0, 1.0e-2], "search_steps": 1, "max_iter": 100})
+    for name, values in SMALL_BASELINES.items():
+        raw["baselines"][name].update(values)
     raw["report"]["bootstrap"] = 50
     for key, value in overrides.items():
         node = raw

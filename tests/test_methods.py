@@ -136,6 +136,11 @@ def test_holdout_split_is_stratified_disjoint_and_seeded():
     assert torch.bincount(y[val]).tolist() == [2] * 5
     assert torch.equal(val, holdout_split(y, seed=3, val_fraction=0.2)[1])
     assert not torch.equal(val, holdout_split(y, seed=4, val_fraction=0.2)[1])
+    y = torch.tensor([0, 0, 0, 1])  # class 1 has one image: it stays for fitting
+    fit, val = holdout_split(y, seed=0, val_fraction=0.3)
+    assert 3 in fit.tolist() and y[val].tolist() == [0]
+    with pytest.raises(ValueError, match="nothing to hold out"):
+        holdout_split(torch.tensor([0, 1, 2]), seed=0)
 
 
 def test_holdout_split_with_shots_follows_coops_rule():
