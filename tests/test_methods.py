@@ -158,6 +158,16 @@ def test_holdout_split_with_shots_follows_coops_rule():
 
 
 @pytest.mark.parametrize("method", ["prolip", "gda", "tip_adapter", "tip_adapter_f", "linear_probe_lbfgs"])
+def test_without_a_validation_split_the_defaults_are_used(clip, method):
+    inp = _inputs(clip, n_train=4, n_test=8)  # one training image per class: nothing can be held out
+    res = run_method(method, inp, alpha=0.0, cfg=TrainConfig(epochs=1), seed=0, baselines=FAST)
+    defaults = {"prolip": {"lr": 1.0e-5, "reg": 1.0}, "gda": {"alpha": 0.1},
+                "tip_adapter": {"beta": 1.0, "alpha": 1.17}, "tip_adapter_f": {"beta": 1.0, "alpha": 1.17},
+                "linear_probe_lbfgs": {"C": 1.0}}
+    assert res.chosen == defaults[method]
+
+
+@pytest.mark.parametrize("method", ["prolip", "gda", "tip_adapter", "tip_adapter_f", "linear_probe_lbfgs"])
 def test_searches_never_look_at_test_labels(clip, method):
     inp = _inputs(clip, n_train=40, n_test=16)
     perm = torch.randperm(16, generator=torch.Generator().manual_seed(1))

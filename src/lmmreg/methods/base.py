@@ -9,6 +9,7 @@ settings identify a run.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -20,6 +21,8 @@ from torch import nn
 from lmmreg.config import BaselinesConfig, TrainConfig
 from lmmreg.engine import Evaluation, FitResult, evaluate
 from lmmreg.validation import holdout_split
+
+log = logging.getLogger(__name__)
 
 # Inputs that come from the LMM's descriptions: a method that reads one depends on the describe settings.
 LMM_INPUTS = frozenset({"centroids", "train_text_mean", "test_text_mean"})
@@ -184,8 +187,12 @@ def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
     return 100.0 * (logits.argmax(-1).cpu() == y.cpu()).float().mean().item() if len(y) else float("nan")
 
 
-def search_split(inp: MethodInputs, ctx: RunContext) -> tuple[torch.Tensor, torch.Tensor]:
-    """(fit_idx, val_idx) over the training rows for a hyper-parameter search, seeded by the run's seed."""
+def search_split(inp: MethodInputs, ctx: RunContext) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(fit_idx, val_idx) over the training rows for a hyper-parameter search, seeded by the run's seed; None when
+    no class has two training images (nothing can be held out: the method then uses its paper's defaults)."""
+    if len(inp.train_y) == 0 or int(torch.bincount(inp.train_y).max()) < 2:
+        log.warning("%s: no class has 2 training images, no validation split: the method's defaults are used", ctx.desc)
+        return None
     return holdout_split(inp.train_y, seed=ctx.seed, val_fraction=ctx.baselines.val_fraction)
 
 

@@ -30,6 +30,7 @@ from lmmreg.methods.base import (
 )
 
 SCALE = 100.0
+DEFAULT_ALPHA = 0.1  # the repo's best_alpha before its grid search: used only when no validation split exists
 
 
 def gda_statistics(feats: torch.Tensor, labels: torch.Tensor, n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,14 +63,17 @@ def gda(inp: MethodInputs, ctx: RunContext) -> FitResult:
     n_classes = inp.class_text.shape[0]
     text = F.normalize(inp.class_text, dim=-1)
     train_x, views, test_x = frozen_embeddings(inp)
-    fit_idx, val_idx = search_split(inp, ctx)
-    w, b = gda_statistics(*_samples(train_x[fit_idx], views[fit_idx] if views is not None else None,
-                                    inp.train_y[fit_idx]), n_classes)
-    val_f = F.normalize(train_x[val_idx], dim=-1)
-    search = Search()
-    for a in ctx.baselines.gda.alpha_grid:
-        search.add({"alpha": a}, accuracy(gda_logits(val_f, text, w, b, a), inp.train_y[val_idx]))
-    alpha = search.best()["alpha"]
+    alpha = DEFAULT_ALPHA
+    split = search_split(inp, ctx)
+    if split is not None:
+        fit_idx, val_idx = split
+        w, b = gda_statistics(*_samples(train_x[fit_idx], views[fit_idx] if views is not None else None,
+                                        inp.train_y[fit_idx]), n_classes)
+        val_f = F.normalize(train_x[val_idx], dim=-1)
+        search = Search()
+        for a in ctx.baselines.gda.alpha_grid:
+            search.add({"alpha": a}, accuracy(gda_logits(val_f, text, w, b, a), inp.train_y[val_idx]))
+        alpha = search.best()["alpha"]
     w, b = gda_statistics(*_samples(train_x, views, inp.train_y), n_classes)
     res = training_free(lambda x: gda_logits(F.normalize(x, dim=-1), text.to(x.device), w.to(x.device),
                                              b.to(x.device), alpha), test_x, inp.test_y, ctx)

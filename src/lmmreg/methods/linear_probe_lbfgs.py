@@ -14,6 +14,8 @@ import torch
 from lmmreg.engine import Evaluation, FitResult
 from lmmreg.methods.base import MethodInputs, RunContext, embed, register, search_split
 
+DEFAULT_C = 1.0  # scikit-learn's default: used only when no validation split exists
+
 
 def _logreg(x: np.ndarray, y: np.ndarray, c: float, max_iter: int):
     import warnings
@@ -51,9 +53,12 @@ def linear_probe_lbfgs(inp: MethodInputs, ctx: RunContext) -> FitResult:
     c = ctx.baselines.linear_probe_lbfgs
     train_x, test_x = embed(inp.tail, inp.train_feat), embed(inp.tail, inp.test_feat)
     x, y = train_x.double().numpy(), inp.train_y.numpy()
-    fit_idx, val_idx = (i.numpy() for i in search_split(inp, ctx))
-    best_c = search_c(x[fit_idx], y[fit_idx], x[val_idx], y[val_idx], grid=c.c_grid, steps=c.search_steps,
-                      max_iter=c.max_iter)
+    best_c = DEFAULT_C
+    split = search_split(inp, ctx)
+    if split is not None:
+        fit_idx, val_idx = (i.numpy() for i in split)
+        best_c = search_c(x[fit_idx], y[fit_idx], x[val_idx], y[val_idx], grid=c.c_grid, steps=c.search_steps,
+                          max_iter=c.max_iter)
     clf = _logreg(x, y, best_c, c.max_iter)
     preds = torch.as_tensor(clf.predict(test_x.double().numpy()), dtype=torch.long)
     acc = 100.0 * (preds == inp.test_y).float().mean().item() if len(preds) else float("nan")

@@ -71,8 +71,9 @@ def train_prolip(inp: MethodInputs, ctx: RunContext, *, lr: float, reg: float, e
 def prolip(inp: MethodInputs, ctx: RunContext) -> FitResult:
     c = ctx.baselines.prolip
     lr, reg = c.lr, c.reg if c.reg is not None else 1.0 / images_per_class(inp.train_y)
-    if c.search:
-        fit_idx, val_idx = search_split(inp, ctx)
+    split = search_split(inp, ctx) if c.search else None
+    if split is not None:
+        fit_idx, val_idx = split
         part = inp.subset(fit_idx)
         search = Search()
         for i, (lr_i, reg_i) in enumerate((a, b) for a in c.lr_grid for b in c.reg_grid):

@@ -82,10 +82,13 @@ def search_beta_alpha(model: TipAdapter, val_x: torch.Tensor, val_y: torch.Tenso
 def tip_adapter(inp: MethodInputs, ctx: RunContext) -> FitResult:
     c = ctx.baselines.tip_adapter
     train_x, views, test_x = frozen_embeddings(inp)
-    fit_idx, val_idx = search_split(inp, ctx)
-    part = TipAdapter(cache_keys(train_x[fit_idx], views[fit_idx] if views is not None else None),
-                      inp.train_y[fit_idx], inp.class_text, beta=c.init_beta, alpha=c.init_alpha)
-    beta, alpha = search_beta_alpha(part, train_x[val_idx], inp.train_y[val_idx], c)
+    beta, alpha = c.init_beta, c.init_alpha  # kept only where no validation split exists
+    split = search_split(inp, ctx)
+    if split is not None:
+        fit_idx, val_idx = split
+        part = TipAdapter(cache_keys(train_x[fit_idx], views[fit_idx] if views is not None else None),
+                          inp.train_y[fit_idx], inp.class_text, beta=c.init_beta, alpha=c.init_alpha)
+        beta, alpha = search_beta_alpha(part, train_x[val_idx], inp.train_y[val_idx], c)
     model = TipAdapter(cache_keys(train_x, views), inp.train_y, inp.class_text, beta=beta, alpha=alpha).eval()
     res = training_free(model, test_x, inp.test_y, ctx)
     res.chosen = {"beta": beta, "alpha": alpha}
@@ -116,11 +119,14 @@ def _train_keys(inp: MethodInputs, ctx: RunContext, train_x: torch.Tensor, views
 def tip_adapter_f(inp: MethodInputs, ctx: RunContext) -> FitResult:
     c = ctx.baselines.tip_adapter
     train_x, views, test_x = frozen_embeddings(inp)
-    fit_idx, val_idx = search_split(inp, ctx)
-    # 1. On the fit split: train the keys with the initial beta, alpha; search beta, alpha on validation.
-    part, _ = _train_keys(inp.subset(fit_idx), quiet(ctx, f"{ctx.desc} search"), train_x[fit_idx],
-                          views[fit_idx] if views is not None else None, train_x[val_idx], inp.train_y[val_idx])
-    beta, alpha = search_beta_alpha(part, train_x[val_idx], inp.train_y[val_idx], c)
+    beta, alpha = c.init_beta, c.init_alpha  # kept only where no validation split exists
+    split = search_split(inp, ctx)
+    if split is not None:
+        # 1. On the fit split: train the keys with the initial beta, alpha; search beta, alpha on validation.
+        fit_idx, val_idx = split
+        part, _ = _train_keys(inp.subset(fit_idx), quiet(ctx, f"{ctx.desc} search"), train_x[fit_idx],
+                              views[fit_idx] if views is not None else None, train_x[val_idx], inp.train_y[val_idx])
+        beta, alpha = search_beta_alpha(part, train_x[val_idx], inp.train_y[val_idx], c)
     # 2. On all training images, the same training; every evaluation uses the searched beta, alpha.
     _, res = _train_keys(inp, ctx, train_x, views, test_x, inp.test_y, eval_hp=(beta, alpha))
     res.chosen = {"beta": beta, "alpha": alpha}
