@@ -27,6 +27,11 @@ def _setting(params: Params, dotted: str) -> Any:
     return to_dict(node)
 
 
+def baseline_settings(params: Params, method: str) -> dict[str, Any]:
+    """The `baselines.*` sections a method declares, as plain values (part of its identity, logged with its runs)."""
+    return {s: _setting(params, s) for s in get_method(method).settings if s.startswith("baselines.")}
+
+
 def run_identity(params: Params, *, dataset: str, method: str, data_digest: str) -> dict[str, str]:
     """Which configuration a (dataset, method) run belongs to, independent of seed and recency.
 
@@ -44,7 +49,7 @@ def run_identity(params: Params, *, dataset: str, method: str, data_digest: str)
             "clip": clip, "method": method, "train": train if "train" in spec.settings else None,
             "describe": [setting_hash(params.describe), params.describe.on_too_few, params.describe.too_few_retries]
             if spec.uses_lmm else None}
-    baselines = {s: _setting(params, s) for s in spec.settings if s.startswith("baselines.")}
+    baselines = baseline_settings(params, method)
     if baselines:  # only where declared, so the ids of the paper's own methods stay as they were
         base["baselines"] = baselines
     alpha = method_alpha(method, params.alpha)

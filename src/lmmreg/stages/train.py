@@ -21,7 +21,7 @@ from lmmreg.config import Params, to_dict
 from lmmreg.data.manifest import manifest_digest
 from lmmreg.describe.setting import setting_hash
 from lmmreg.encoders import VisionTail, build_clip
-from lmmreg.identity import method_alpha, run_identity
+from lmmreg.identity import baseline_settings, method_alpha, run_identity
 from lmmreg.methods import MethodInputs, run_method
 from lmmreg.stats import compactness, mean_std
 
@@ -98,7 +98,7 @@ def main(params: Params, *, dataset: str, manifest: Path, features: Path, text: 
                          "reported_epoch": res.reported_epoch, **comp,
                          **{f"chosen_{k}": float(v) for k, v in res.chosen.items()}}  # picked on validation
                 run_params = {**shared_params, "method": method, "seed": seed,
-                              "alpha": "none" if alpha is None else alpha}
+                              "alpha": "none" if alpha is None else alpha, **baseline_settings(params, method)}
                 tags = {"lmmreg.dataset": dataset, "lmmreg.method": method, "lmmreg.seed": str(seed),
                         "lmmreg.config_id": ident["config_id"], "lmmreg.ablation_id": ident["ablation_id"],
                         "lmmreg.alpha": ident["alpha"], "lmmreg.demo": str(params.source(dataset).layout == "demo")}
