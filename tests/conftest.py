@@ -24,12 +24,24 @@ def without_pretraining(raw: dict) -> dict:
     return raw
 
 
+# The baselines shrunk the same way: a few epochs, their search grids cut to two points.
+SMALL_BASELINES = {
+    "prolip": {"steps": 3, "lr_grid": [1.0e-3, 1.0e-5], "reg_grid": [1.0, 0.0]},
+    "tip_adapter": {"epochs": 2, "beta_steps": 4, "alpha_steps": 4},
+    "clip_adapter": {"epochs": 2},
+    "coop": {"epochs": 2, "n_ctx": 4},
+    "linear_probe_lbfgs": {"c_grid": [1.0, 1.0e-2], "search_steps": 1, "max_iter": 100},
+}
+
+
 def small_raw_params(**overrides) -> dict:
     """The real params.yaml, shrunk so the whole pipeline runs in seconds (random-init CLIP, no pretraining)."""
     raw = without_pretraining(copy.deepcopy(load_raw_params()))
     raw["demo"].update({"n_classes": 3, "train_per_class": 8, "test_per_class": 4, "image_size": 32})
     raw["seeds"] = [0, 1]
     raw["train"]["epochs"] = 3
+    for name, values in SMALL_BASELINES.items():
+        raw["baselines"][name].update(values)
     raw["report"]["bootstrap"] = 50
     for key, value in overrides.items():
         node = raw

@@ -9,7 +9,7 @@ import pytest
 
 from lmmreg.config import ConfigError
 from lmmreg.data.manifest import load_manifest
-from lmmreg.describe.base import build_describer
+from lmmreg.describe.backends import build_describer
 from lmmreg.describe.setting import setting_hash
 from lmmreg.stages import describe as stage
 from tests.test_describe_stage import make_dataset, make_params, read_jsonl

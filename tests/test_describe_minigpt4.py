@@ -226,6 +226,6 @@ def test_token_limit_cuts_the_last_item(checkout, tmp_path):
 
 def test_bad_checkout_names_the_key(tmp_path):
     with pytest.raises(ConfigError, match="describe.options.repo: .* has no minigpt4/"):
-        from lmmreg.describe.base import build_describer
+        from lmmreg.describe.backends import build_describer
 
         build_describer(make_params(backend="minigpt4", options={"repo": str(tmp_path)}).describe, raw_root=tmp_path)

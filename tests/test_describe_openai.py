@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from lmmreg.config import ConfigError
-from lmmreg.describe.base import BackendError, DescribeItem, build_describer
+from lmmreg.describe.backends import build_describer
+from lmmreg.describe.base import BackendError, DescribeItem
 from lmmreg.stages import describe as stage
 from tests.test_describe_stage import make_dataset, make_params, read_jsonl
 

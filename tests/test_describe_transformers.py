@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from lmmreg.config import ConfigError
-from lmmreg.describe.base import DescribeItem, build_describer
+from lmmreg.describe.backends import build_describer
+from lmmreg.describe.base import DescribeItem
 from lmmreg.stages import describe as stage
 from tests.test_describe_stage import make_dataset, make_params, read_jsonl
 

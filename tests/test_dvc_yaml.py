@@ -36,7 +36,8 @@ def _holds_no_logic(path: Path) -> bool:
 
 
 def imported_files(module: str) -> set[Path]:
-    """Every lmmreg source file `module` imports, transitively, lazy (in-function) imports included."""
+    """Every lmmreg source file `module` imports, transitively, lazy (in-function) imports included, and
+    modules named by a constant string (a registry that imports a member by name, `importlib.import_module`)."""
     seen: set[Path] = set()
     todo = [module]
     while todo:
@@ -54,6 +55,9 @@ def imported_files(module: str) -> set[Path]:
                 todo += [f"{node.module}.{a.name}" for a in node.names]
             elif isinstance(node, ast.Import):
                 todo += [a.name for a in node.names if a.name.startswith("lmmreg")]
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("lmmreg.") \
+                    and _module_file(node.value) is not None:
+                todo.append(node.value)
     return {p for p in seen if not (p.name == "__init__.py" and _holds_no_logic(p))}
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from lmmreg.data.manifest import load_manifest
 from lmmreg.stages import centroids, describe, embed_text, features, prepare, report, train
+from tests.conftest import SMALL_BASELINES
 from tests.data_fixtures import build_bar_tree, build_era_tree, make_params
 
 pytestmark = pytest.mark.slow
@@ -34,7 +35,8 @@ def test_bar_and_era_run_end_to_end(mlflow_root):
                                                                   f"an image about {r.class_name} outdoors"]}) + "\n")
     params = make_params(sources, describe={"backend": "file", "model": "imported", "n_descriptions": 3,
                                             "import_file": str(descriptions), "options": {"key": "id"}},
-                         train={"epochs": 2}, seeds=[0], report={"bootstrap": 20, "ci": 0.95})
+                         train={"epochs": 2}, baselines=SMALL_BASELINES, seeds=[0],
+                         report={"bootstrap": 20, "ci": 0.95})
     for ds in ("bar", "era"):
         raw, prep = root / f"data/raw/{ds}", root / f"data/prepared/{ds}"
         desc = root / f"data/descriptions/{ds}"

@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 
+from lmmreg import report as report_lib
 from lmmreg.stages import centroids, describe, embed_text, features, make_demo, prepare, report, train
 
 pytestmark = pytest.mark.slow
@@ -52,8 +53,13 @@ def test_pipeline_report_and_snapshot(small_params, mlflow_root, monkeypatch):
     md = (out / "tables.md").read_text()
     assert "DEMO RUN: these are not the paper's numbers" in md
     for row in ("Finetuning w/o Reg. (Baseline)", "LMM-Reg.-CLIP (Proposed)", "CLIP (image emb.) [1]",
-                "CLIP (image & text emb.) [14]", "CoOp [8] (reported in [8], not re-run)", "McNemar"):
+                "CLIP (image & text emb.) [14]", "CoOp [8] (reported in [8], not re-run; ViT-B/16, 16 shots, base "
+                "classes (51/101)", "LaBo [10] (reported in [10], not re-run; ViT-L/14, full data", "McNemar"):
         assert row in md
+    for m in report_lib.BASELINES:  # every re-run baseline has its row, marked re-run, with seeds and an interval
+        line = next(ln for ln in md.splitlines() if ln.startswith(f"| {report_lib.METHOD_TITLES[m]} |"))
+        assert "(re-run)" in line and "(n=2)" in line and "missing" not in line
+    assert ",re-run," in (out / "tables.csv").read_text()
     assert "(n=2)" in md and "missing" not in md.split("## Alpha ablation")[0]
     ablation = md.split("## Alpha ablation")[1]
     assert "| 0.01 |" in ablation and "| 0.5 |" in ablation and "0.0 (finetune)" in ablation

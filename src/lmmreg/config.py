@@ -94,7 +94,9 @@ class ClipConfig:
     augment_views: int = 0
 
 
-Method = Literal["zero_shot", "zero_shot_lmm", "linear_probe", "concat", "finetune", "lmm_reg"]
+# Every name the method registry (lmmreg.methods) knows; tests/test_methods_registry.py keeps the two equal.
+Method = Literal["zero_shot", "zero_shot_lmm", "linear_probe", "concat", "finetune", "lmm_reg", "prolip", "gda",
+                 "tip_adapter", "tip_adapter_f", "clip_adapter", "coop", "linear_probe_lbfgs"]
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,104 @@ class TrainConfig:
     normalize: bool = False
     # Which epoch's test accuracy is "the" number: the last one or the best one.
     report_epoch: Literal["last", "best"] = "last"
+
+
+# ------------------------------------------------------------------ the field's baselines (`baselines:`)
+# Each method's defaults are its paper's / official repository's, named beside them. Searched values are chosen on
+# a validation split held out from train (lmmreg.validation), never on test.
+
+
+@dataclass(frozen=True)
+class ProLIPConfig:
+    """Fahes et al. 2024, astra-vision/ProLIP: configs/base.yaml and methods/ProLIP.py."""
+
+    steps: int = 300  # train_epoch: 300 full-batch steps, cosine annealing over them
+    lr: float = 1.0e-5  # lr_v (Adam, eps 1e-4)
+    # lambda_v; null = 1/N with N the training images per class (lambda_funct_1_N: True)
+    reg: float | None = None
+    search: bool = True  # search_lr: the lr x lambda grid below on the validation split
+    lr_grid: list[float] = field(default_factory=lambda: [1.0e-2, 1.0e-3, 1.0e-4, 1.0e-5, 1.0e-6, 1.0e-7, 1.0e-8])
+    reg_grid: list[float] = field(default_factory=lambda: [10.0, 1.0, 0.1, 0.01, 0.001, 0.0001, 0.0])
+
+
+@dataclass(frozen=True)
+class GDAConfig:
+    """Wang et al. ICLR 2024, mrflogs/ICLR24: main_few_shots.py (alpha grid searched on val)."""
+
+    alpha_grid: list[float] = field(default_factory=lambda: [0.0001, 0.001, 0.01, 0.1, 1.0, 10.0, 100.0])
+
+
+@dataclass(frozen=True)
+class TipAdapterConfig:
+    """Zhang et al. ECCV 2022, gaopengcuhk/Tip-Adapter: main.py, utils.search_hp, configs/imagenet.yaml."""
+
+    init_beta: float = 1.0  # init_beta
+    init_alpha: float = 1.17  # init_alpha (imagenet.yaml; the per-dataset configs differ, the search decides)
+    # search_scale / search_step: beta in 0.1 + i (scale - 0.1) / steps, i < steps; same for alpha
+    beta_scale: float = 7.0
+    beta_steps: int = 200
+    alpha_scale: float = 3.0
+    alpha_steps: int = 20
+    # Tip-Adapter-F: cache keys trained with AdamW (eps 1e-4), cosine over all steps
+    epochs: int = 20  # train_epoch
+    lr: float = 1.0e-3  # lr
+    batch_size: int = 256  # train_loader_F
+
+
+@dataclass(frozen=True)
+class ClipAdapterConfig:
+    """Gao et al. 2021, gaopengcuhk/CLIP-Adapter: clip_adapter.py (bottleneck, ratio); trained "following CoOp's
+    command" (README), so the optimiser is CoOp's configs/trainers/CoOp/vit_b16.yaml with Dassl's SGD defaults."""
+
+    ratio: float = 0.2  # residual ratio: 0.2 * adapter(f) + 0.8 * f
+    reduction: int = 4  # Adapter(c_in, reduction=4)
+    epochs: int = 200
+    batch_size: int = 32
+    lr: float = 2.0e-3
+    momentum: float = 0.9  # Dassl OPTIM.MOMENTUM
+    weight_decay: float = 5.0e-4  # Dassl OPTIM.WEIGHT_DECAY
+    warmup_epochs: int = 1  # WARMUP_EPOCH, constant WARMUP_CONS_LR
+    warmup_lr: float = 1.0e-5
+
+
+@dataclass(frozen=True)
+class CoOpConfig:
+    """Zhou et al. IJCV 2022, KaiyangZhou/CoOp: trainers/coop.py, configs/trainers/CoOp/vit_b16.yaml,
+    scripts/coop/main.sh (16 context tokens, class token at the end, one shared context)."""
+
+    n_ctx: int = 16  # N_CTX
+    ctx_init: str = ""  # CTX_INIT; "" = random N(0, 0.02) (the paper's main rows); "a photo of a" = ctxv1
+    # 200 epochs is CoOp's 16-shot budget (50 for 1 shot, 100 for 2-4 shots); full data uses the 16-shot one
+    epochs: int = 200
+    batch_size: int = 32
+    lr: float = 2.0e-3
+    momentum: float = 0.9
+    weight_decay: float = 5.0e-4
+    warmup_epochs: int = 1
+    warmup_lr: float = 1.0e-5
+
+
+@dataclass(frozen=True)
+class LinearProbeLbfgsConfig:
+    """Radford et al. 2021 (CLIP's linear-probe protocol) as KaiyangZhou/CoOp lpclip/linear_probe.py runs it:
+    scikit-learn L-BFGS logistic regression, C from a coarse grid then a binary search in log10(C)."""
+
+    c_grid: list[float] = field(default_factory=lambda: [1.0e6, 1.0e4, 1.0e2, 1.0, 1.0e-2, 1.0e-4, 1.0e-6])
+    search_steps: int = 8  # num_step
+    max_iter: int = 1000
+
+
+@dataclass(frozen=True)
+class BaselinesConfig:
+    # Share of each class's training images held out to search hyper-parameters (full data); with K shots the
+    # split is min(K, 4) per class instead (CoOp's rule), see lmmreg.validation.holdout_split.
+    val_fraction: float = 0.2
+    prolip: ProLIPConfig = field(default_factory=ProLIPConfig)
+    gda: GDAConfig = field(default_factory=GDAConfig)
+    tip_adapter: TipAdapterConfig = field(default_factory=TipAdapterConfig)
+    clip_adapter: ClipAdapterConfig = field(default_factory=ClipAdapterConfig)
+    coop: CoOpConfig = field(default_factory=CoOpConfig)
+    linear_probe_lbfgs: LinearProbeLbfgsConfig = field(default_factory=LinearProbeLbfgsConfig)
 
 
 @dataclass(frozen=True)
@@ -156,6 +256,7 @@ class Params:
     describe: DescribeConfig
     clip: ClipConfig
     train: TrainConfig
+    baselines: BaselinesConfig
     report: ReportConfig
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
@@ -253,6 +354,24 @@ def _validate(p: Params) -> None:
     need(p.train.batch_size >= 1, "train.batch_size", f"must be >= 1, got {p.train.batch_size}")
     need(p.train.lr > 0, "train.lr", f"must be > 0, got {p.train.lr}")
     need(p.train.weight_decay >= 0, "train.weight_decay", f"must be >= 0, got {p.train.weight_decay}")
+    need(len(set(p.train.methods)) == len(p.train.methods), "train.methods", f"duplicates in {p.train.methods}")
+    b = p.baselines
+    need(0 < b.val_fraction < 1, "baselines.val_fraction", f"must be in (0, 1), got {b.val_fraction}")
+    for key, value in (("prolip.steps", b.prolip.steps), ("tip_adapter.epochs", b.tip_adapter.epochs),
+                       ("tip_adapter.batch_size", b.tip_adapter.batch_size), ("tip_adapter.beta_steps",
+                       b.tip_adapter.beta_steps), ("tip_adapter.alpha_steps", b.tip_adapter.alpha_steps),
+                       ("clip_adapter.epochs", b.clip_adapter.epochs), ("clip_adapter.batch_size",
+                       b.clip_adapter.batch_size), ("clip_adapter.reduction", b.clip_adapter.reduction),
+                       ("coop.epochs", b.coop.epochs), ("coop.batch_size", b.coop.batch_size),
+                       ("coop.n_ctx", b.coop.n_ctx), ("linear_probe_lbfgs.max_iter", b.linear_probe_lbfgs.max_iter)):
+        need(value >= 1, f"baselines.{key}", f"must be >= 1, got {value}")
+    for key, grid in (("prolip.lr_grid", b.prolip.lr_grid), ("prolip.reg_grid", b.prolip.reg_grid),
+                      ("gda.alpha_grid", b.gda.alpha_grid), ("linear_probe_lbfgs.c_grid", b.linear_probe_lbfgs.c_grid)):
+        need(len(grid) > 0, f"baselines.{key}", "empty")
+    need(all(c > 0 for c in b.linear_probe_lbfgs.c_grid), "baselines.linear_probe_lbfgs.c_grid", "must be > 0")
+    need(0 <= b.clip_adapter.ratio <= 1, "baselines.clip_adapter.ratio",
+         f"must be in [0, 1], got {b.clip_adapter.ratio}")
+    need(b.prolip.reg is None or b.prolip.reg >= 0, "baselines.prolip.reg", "must be >= 0 or null (1/N)")
     need(p.describe.n_descriptions >= 1, "describe.n_descriptions", "must be >= 1")
     need(0 < p.describe.top_p <= 1, "describe.top_p", f"must be in (0, 1], got {p.describe.top_p}")
     need(p.describe.temperature >= 0, "describe.temperature", "must be >= 0")

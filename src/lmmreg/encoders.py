@@ -359,17 +359,33 @@ def encode_text_tokens(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     """
     from open_clip.transformer import text_global_pool
 
-    n = tokens.shape[1]
-    cast = model.transformer.get_cast_dtype()
-    x = model.token_embedding(tokens).to(cast)  # [B, L, W]
-    x = x + model.positional_embedding[:n].to(cast)
-    x = model.transformer(x, attn_mask=model.attn_mask[:n, :n])
-    x = model.ln_final(x)
+    x = _text_transformer(model, model.token_embedding(tokens))  # [B, L, W]
     x = text_global_pool(x, tokens, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None))
+    return _text_project(model, x)  # [B, D]
+
+
+def _text_transformer(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Token embeddings [B, L, W] -> ln_final(transformer(x + positions)), causal mask cut to L."""
+    n = x.shape[1]
+    cast = model.transformer.get_cast_dtype()
+    x = x.to(cast) + model.positional_embedding[:n].to(cast)
+    x = model.transformer(x, attn_mask=model.attn_mask[:n, :n])
+    return model.ln_final(x)
+
+
+def _text_project(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     proj = model.text_projection
     if proj is not None:
         x = proj(x) if isinstance(proj, nn.Linear) else x @ proj
-    return x  # [B, D]
+    return x
+
+
+def encode_text_embeddings(model: nn.Module, x: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
+    """The text tower from token embeddings [B, L, W] (prompt learning replaces some of them), pooled at the
+    EOT positions `eot` [B] -> [B, D]. Equals `encode_text_tokens` for `x = model.token_embedding(tokens)` where
+    :func:`can_trim_padding` holds and the pool is at EOT (argmax / eos)."""
+    x = _text_transformer(model, x)
+    return _text_project(model, x[torch.arange(len(x), device=x.device), eot])
 
 
 @torch.inference_mode()

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -34,6 +35,7 @@ class FitResult:
     reported_epoch: int
     final: Evaluation  # evaluation at the reported epoch
     state_dict: dict
+    chosen: dict = field(default_factory=dict)  # hyper-parameters a method picked on its validation split
 
 
 @torch.inference_mode()
@@ -56,18 +58,49 @@ def build_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
+def cosine_schedule(opt: torch.optim.Optimizer, *, epochs: int, steps_per_epoch: int, per: str = "step",
+                    warmup_epochs: int = 0, warmup_lr: float = 0.0) -> torch.optim.lr_scheduler.LambdaLR:
+    """Cosine annealing to 0, stepped after every optimiser step (`fit` does that).
+
+    per="step": over all steps (Tip-Adapter-F, ProLIP). per="epoch": the lr changes once per epoch, over `epochs`,
+    after `warmup_epochs` at the constant `warmup_lr` (Dassl's cosine + constant warm-up, which CoOp uses).
+    """
+    base = opt.param_groups[0]["lr"]
+    total = epochs * steps_per_epoch
+
+    def factor(step: int) -> float:
+        if per == "step":
+            return 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+        epoch = step // steps_per_epoch
+        if epoch < warmup_epochs:
+            return warmup_lr / base
+        return 0.5 * (1 + math.cos(math.pi * min(epoch - warmup_epochs, epochs) / epochs))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
 def fit(model: nn.Module, *, train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
         test_y: torch.Tensor, centroids: torch.Tensor | None, alpha: float, cfg: TrainConfig, seed: int,
         device: str | torch.device = "cpu", on_epoch: Callable[[dict], None] | None = None,
-        views: bool = False, desc: str = "train") -> FitResult:
+        views: bool = False, desc: str = "train", optimizer: torch.optim.Optimizer | None = None,
+        schedule: Callable[[torch.optim.Optimizer, int], torch.optim.lr_scheduler.LRScheduler] | None = None,
+        penalty: Callable[[], torch.Tensor] | None = None, eval_every_epoch: bool = True) -> FitResult:
     """Train `model` (returns (emb, logits)) with J_ce + alpha * J_reg; evaluate on test after every epoch.
 
     With `views`, `train_x` is [N, V, ...]: V cached views of each training image (view 0 the clean one); every
     epoch draws one view per image, which is augmentation without a CLIP forward pass.
+
+    A baseline that optimises differently passes its own `optimizer` (over the model's trainable parameters),
+    `schedule(optimizer, steps_per_epoch)` (stepped after every optimiser step) and `penalty()`, a term on the
+    parameters added to the loss and logged as `reg` (ProLIP's lambda ||W - W0||^2). A hyper-parameter search
+    run needs only its last epoch's accuracy: `eval_every_epoch=False` evaluates only then.
     """
+    if cfg.report_epoch == "best" and not eval_every_epoch:
+        raise ValueError("report_epoch 'best' needs an evaluation every epoch")
     model.to(device)
     cents = centroids.to(device) if centroids is not None else None
-    opt = build_optimizer([p for p in model.parameters() if p.requires_grad], cfg)
+    opt = optimizer or build_optimizer([p for p in model.parameters() if p.requires_grad], cfg)
+    sched = schedule(opt, math.ceil(len(train_x) / cfg.batch_size)) if schedule is not None else None
     gen = torch.Generator().manual_seed(seed)
     n = len(train_x)
     history: list[dict] = []
@@ -86,15 +119,22 @@ def fit(model: nn.Module, *, train_x: torch.Tensor, train_y: torch.Tensor, test_
             emb, logits = model(xb)
             terms = lmm_reg_loss(logits, emb, yb, cents, alpha=alpha, reduction=cfg.reg_reduction,
                                  normalize=cfg.normalize)
+            if penalty is not None:
+                reg = penalty()
+                terms = {"loss": terms["loss"] + reg, "ce": terms["ce"], "reg": reg}
             opt.zero_grad(set_to_none=True)
             terms["loss"].backward()
             opt.step()
+            if sched is not None:
+                sched.step()
             for k in sums:
                 sums[k] += terms[k].item() * len(idx)
-        last_eval = evaluate(model, test_x, test_y, device=device)
-        row = {"epoch": epoch, **{f"train_{k}": v / n for k, v in sums.items()}, "test_acc": last_eval.acc}
+        row = {"epoch": epoch, **{f"train_{k}": v / n for k, v in sums.items()}}
+        if eval_every_epoch or epoch == cfg.epochs:
+            last_eval = evaluate(model, test_x, test_y, device=device)
+            row["test_acc"] = last_eval.acc
+            bar.set_postfix(loss=f"{row['train_loss']:.3f}", test_acc=f"{last_eval.acc:.2f}")
         history.append(row)
-        bar.set_postfix(loss=f"{row['train_loss']:.3f}", test_acc=f"{last_eval.acc:.2f}")
         if on_epoch is not None:
             on_epoch(row)
         if cfg.report_epoch == "best" and (best is None or last_eval.acc > best[0]):

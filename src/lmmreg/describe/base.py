@@ -1,8 +1,8 @@
 """The describer interface: images in, raw answers out (parsing is shared, see :mod:`.parse`).
 
-Backends: `scripted` (demo), `transformers` (any image-text-to-text model), `openai` (any
-OpenAI-compatible chat-completions server), `minigpt4` (the paper's LMM through its own checkout) and
-`file` (descriptions produced elsewhere). See docs/describe.md for each backend's `options`.
+The backends implement it, one module each, and are looked up by name in :mod:`.backends` (`scripted`,
+`transformers`, `openai`, `minigpt4`, `file`); this module imports none of them. See docs/describe.md for each
+backend's `options`.
 """
 
 from __future__ import annotations
@@ -96,30 +96,3 @@ def check_options(cfg: DescribeConfig, known: set[str]) -> None:
     if unknown:
         raise ConfigError(f"describe.options.{unknown[0]}: unknown for backend {cfg.backend!r} "
                           f"(known: {', '.join(sorted(known))})")
-
-
-
-
-def build_describer(cfg: DescribeConfig, *, raw_root: Path) -> Describer:
-    """Construct the configured backend (imports stay lazy: transformers is heavy)."""
-    if cfg.backend == "scripted":
-        from lmmreg.describe.scripted import ScriptedDescriber
-
-        return ScriptedDescriber(cfg, raw_root=raw_root)
-    if cfg.backend == "openai":
-        from lmmreg.describe.openai_chat import OpenAIChatDescriber
-
-        return OpenAIChatDescriber(cfg)
-    if cfg.backend == "transformers":
-        from lmmreg.describe.hf import TransformersDescriber
-
-        return TransformersDescriber(cfg)
-    if cfg.backend == "minigpt4":
-        from lmmreg.describe.minigpt4 import MiniGPT4Describer
-
-        return MiniGPT4Describer(cfg)
-    if cfg.backend == "file":
-        from lmmreg.describe.imported import FileDescriber
-
-        return FileDescriber(cfg, raw_root=raw_root)
-    raise ConfigError(f"describe.backend: unknown backend {cfg.backend!r}")

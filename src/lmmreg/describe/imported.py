@@ -78,6 +78,7 @@ def load_imported(path: Path, key: str, normalize: Callable[[str], str] = str) -
 
 
 class FileDescriber:
+    needs_raw_root = True  # constructed with the dataset's raw folder (lmmreg.describe.backends)
     max_batch = 4096
 
     def __init__(self, cfg: DescribeConfig, *, raw_root: Path):

@@ -40,6 +40,7 @@ EMPTY_CUE = {"texture": "a plain background", "extra": "nothing else"}
 
 
 class ScriptedDescriber:
+    needs_raw_root = True  # constructed with the dataset's raw folder (lmmreg.describe.backends)
     max_batch = 64
 
     def __init__(self, cfg: DescribeConfig, *, raw_root: Path):

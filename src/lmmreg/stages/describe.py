@@ -18,7 +18,7 @@ from pathlib import Path
 from lmmreg.cli import run_stage, stage_parser
 from lmmreg.config import Params
 from lmmreg.data.manifest import load_manifest, resolve_image_root
-from lmmreg.describe.base import build_describer
+from lmmreg.describe.backends import build_describer
 from lmmreg.describe.runner import collect_descriptions, describe_images, parse_shard, plan_work
 from lmmreg.describe.setting import setting_hash
 from lmmreg.describe.store import DescriptionStore, merge_stores

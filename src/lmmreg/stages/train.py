@@ -24,7 +24,7 @@ from lmmreg.config import Params, to_dict
 from lmmreg.data.manifest import load_manifest, manifest_digest
 from lmmreg.describe.setting import setting_hash
 from lmmreg.encoders import VisionTail, build_clip
-from lmmreg.identity import method_alpha, run_identity
+from lmmreg.identity import baseline_settings, method_alpha, run_identity
 from lmmreg.methods import MethodInputs, run_method
 from lmmreg.stats import compactness, mean_std
 
@@ -42,24 +42,26 @@ def load_inputs(params: Params, *, features: Path, text: Path, centroids: Path) 
         if feats.meta.get(key, 0) != getattr(params.clip, key):
             raise ValueError(f"{features}: cached for {key}={feats.meta.get(key)}, params say clip.{key}="
                              f"{getattr(params.clip, key)} (re-run dvc repro)")
-    model, _, _ = build_clip(params.clip)
+    model, _, tokenizer = build_clip(params.clip)  # the text tower stays for prompt learning (coop)
     tail = VisionTail(model.visual, params.clip.unlocked_groups)
     test = feats.tensors["is_test"]
     f, y, m = feats.tensors["feat"], feats.labels, image_mean.tensors["mean"]
     inputs = MethodInputs(tail=tail, train_feat=f[~test], test_feat=f[test], train_y=y[~test], test_y=y[test],
                           centroids=cents.tensors["centroid"], class_text=class_text.tensors["emb"],
                           train_text_mean=m[~test], test_text_mean=m[test],
-                          train_aug=feats.tensors["aug"][~test] if "aug" in feats.tensors else None)
+                          train_aug=feats.tensors["aug"][~test] if "aug" in feats.tensors else None,
+                          classnames=list(class_text.ids), clip_model=model, tokenizer=tokenizer,
+                          logit_scale=model.logit_scale.exp().item())
     return inputs, [i for i, t in zip(feats.ids, test.tolist(), strict=True) if t]
 
 
-def write_curves(curves: list[dict], path: Path) -> None:
-    """Per-epoch test accuracy, mean over seeds, one column per trained method (for `dvc plots show`)."""
+def write_curves(curves: list[dict], path: Path, *, epochs: int) -> None:
+    """Per-epoch test accuracy, mean over seeds, one column per method trained for `train.epochs` epochs (for
+    `dvc plots show`; zero-shot has one point, the baselines their own epoch budgets)."""
     by_method: dict[str, dict[int, list[float]]] = {}
     for c in curves:
         by_method.setdefault(c["method"], {}).setdefault(c["epoch"], []).append(c["test_acc"])
-    epochs = max((len(v) for v in by_method.values()), default=0)
-    methods = [m for m, v in by_method.items() if len(v) == epochs and epochs > 1]  # zero-shot has one point
+    methods = [m for m, v in by_method.items() if len(v) == epochs and epochs > 1]
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w") as f:
         f.write(",".join(["epoch", *methods]) + "\n")
@@ -128,7 +130,8 @@ def main(params: Params, *, dataset: str, manifest: Path, features: Path, text: 
     models.mkdir(parents=True, exist_ok=True)
     summary: dict = {}
     curves: list[dict] = []
-    with tracking.RunLogger(dataset=dataset, params={**shared, "dataset": dataset}, tags=shared_tags,
+    with tracking.RunLogger(dataset=dataset, params={**shared, "dataset": dataset,
+                                                     "baselines": to_dict(params.baselines)}, tags=shared_tags,
                             run_name=tracking.parent_run_name(dataset, changes)) as logger:
         for method in params.train.methods:
             ident = run_identity(params, dataset=dataset, method=method, data_digest=digest)
@@ -136,12 +139,14 @@ def main(params: Params, *, dataset: str, manifest: Path, features: Path, text: 
             runs = {}
             for seed in params.seeds:
                 res = run_method(method, inputs, alpha=params.alpha, cfg=params.train, seed=seed, device=device,
-                                 desc=f"{dataset} {method} s{seed}")
+                                 desc=f"{dataset} {method} s{seed}", baselines=params.baselines)
                 accs = [row["test_acc"] for row in res.history]
                 comp = compactness(res.final.emb.numpy(), inputs.test_y.numpy())
                 final = {"final_test_acc": accs[-1], "best_test_acc": max(accs), "reported_test_acc": res.final.acc,
-                         "reported_epoch": res.reported_epoch, **comp}
-                params_ = {**child_params, "method": method, "seed": seed, "alpha": "none" if alpha is None else alpha}
+                         "reported_epoch": res.reported_epoch, **comp,
+                         **{f"chosen_{k}": float(v) for k, v in res.chosen.items()}}  # picked on validation
+                params_ = {**child_params, "method": method, "seed": seed, "alpha": "none" if alpha is None else alpha,
+                           **baseline_settings(params, method)}
                 tags = {**shared_tags, "lmmreg.dataset": dataset, "lmmreg.method": method, "lmmreg.seed": str(seed),
                         "lmmreg.config_id": ident["config_id"], "lmmreg.ablation_id": ident["ablation_id"],
                         "lmmreg.alpha": ident["alpha"], "lmmreg.demo": str(params.source(dataset).layout == "demo")}
@@ -174,7 +179,7 @@ def main(params: Params, *, dataset: str, manifest: Path, features: Path, text: 
     }, indent=1) + "\n")
     (models / "runs.json").write_text(json.dumps({"parent_run_id": logger.parent_id, "methods": summary,
                                                   "model": champion}, indent=1))
-    write_curves(curves, plots)
+    write_curves(curves, plots, epochs=params.train.epochs)
     log.info("compare the runs: %s", tracking.set_view_state(list(params.train.methods)))
     return summary
 

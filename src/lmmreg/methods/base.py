@@ -1,0 +1,228 @@
+"""The method registry: what a method needs, which settings its result depends on, and how it trains.
+
+A method is a function `(inp: MethodInputs, ctx: RunContext) -> FitResult` registered under its name with
+`@register(name, needs=..., settings=..., alpha=...)`, in a module of its family under `lmmreg/methods/`.
+`run_method` looks the name up; `lmmreg.identity` reads the declaration (not a hand-kept list) to decide which
+settings identify a run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmmreg.config import BaselinesConfig, TrainConfig
+from lmmreg.engine import Evaluation, FitResult, evaluate
+from lmmreg.validation import holdout_split
+
+log = logging.getLogger(__name__)
+
+# Inputs that come from the LMM's descriptions: a method that reads one depends on the describe settings.
+LMM_INPUTS = frozenset({"centroids", "train_text_mean", "test_text_mean"})
+
+
+@dataclass
+class MethodInputs:
+    """Everything a method may need, aligned by image id (train rows first, then test rows)."""
+
+    tail: nn.Module  # VisionTail built from CLIP, continuing from the boundary cache
+    train_feat: torch.Tensor  # [Ntr, W] or [Ntr, T, W]
+    test_feat: torch.Tensor
+    train_y: torch.Tensor  # [Ntr]
+    test_y: torch.Tensor
+    centroids: torch.Tensor  # [C, D], Eq. 1
+    class_text: torch.Tensor  # [C, D], CLIP text embedding of the class-name prompt
+    train_text_mean: torch.Tensor  # [Ntr, D], mean embedding of each image's own descriptions
+    test_text_mean: torch.Tensor
+    # [Ntr, K, ...] cached augmented views of the training images (clip.augment_views), or None
+    train_aug: torch.Tensor | None = None
+    classnames: list[str] | None = None  # [C], in label order (prompt learning builds its own prompts)
+    clip_model: nn.Module | None = None  # the whole open_clip model: prompt learning runs its text tower
+    tokenizer: Any = None
+    # CLIP's learnt temperature exp(logit_scale) (100 for OpenAI's weights), for methods whose code uses it
+    logit_scale: float = 100.0
+
+    def train_views(self) -> torch.Tensor | None:
+        """[Ntr, 1 + K, ...]: the clean view first, then the augmented ones; None without augmentation."""
+        if self.train_aug is None or self.train_aug.shape[1] == 0:
+            return None
+        return torch.cat([self.train_feat[:, None], self.train_aug], dim=1)
+
+    def subset(self, idx: torch.Tensor) -> MethodInputs:
+        """The same inputs with only training rows `idx` (a hyper-parameter search fits on part of train)."""
+        aug = self.train_aug[idx] if self.train_aug is not None else None
+        return dataclasses.replace(self, train_feat=self.train_feat[idx], train_y=self.train_y[idx],
+                                   train_text_mean=self.train_text_mean[idx], train_aug=aug)
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """How one (method, seed) run is asked for: the shared settings and where progress goes."""
+
+    alpha: float
+    cfg: TrainConfig
+    baselines: BaselinesConfig
+    seed: int
+    device: str | torch.device = "cpu"
+    on_epoch: Callable[[dict], None] | None = None
+    desc: str = "train"
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A registered method and what it declares about itself."""
+
+    name: str
+    fn: Callable[[MethodInputs, RunContext], FitResult]
+    needs: frozenset[str]  # MethodInputs fields it reads (checked before it runs)
+    # Params sections its result depends on besides data and CLIP ("train", "baselines.gda", ...): its identity.
+    settings: tuple[str, ...] = ()
+    # "param": the result depends on params.alpha (lmm_reg); "zero": alpha = 0 is part of it (finetune).
+    alpha: Literal["none", "zero", "param"] = "none"
+
+    @property
+    def trains(self) -> bool:
+        return bool(self.settings)
+
+    @property
+    def uses_lmm(self) -> bool:
+        return bool(self.needs & LMM_INPUTS) or self.alpha == "param"
+
+    @property
+    def uses_class_prompt(self) -> bool:
+        """Reads the class-prompt embeddings, so `clip.class_prompt` is part of its identity."""
+        return "class_text" in self.needs
+
+
+REGISTRY: dict[str, MethodSpec] = {}
+
+
+def register(name: str, *, needs: set[str] | frozenset[str], settings: tuple[str, ...] = (),
+             alpha: Literal["none", "zero", "param"] = "none"):
+    """Decorator: register `fn(inp, ctx) -> FitResult` as method `name`."""
+    unknown = set(needs) - {f.name for f in dataclasses.fields(MethodInputs)}
+    if unknown:
+        raise ValueError(f"method {name!r}: needs unknown inputs {sorted(unknown)}")
+
+    def deco(fn):
+        if name in REGISTRY:
+            raise ValueError(f"method {name!r} registered twice ({REGISTRY[name].fn.__module__}, {fn.__module__})")
+        REGISTRY[name] = MethodSpec(name, fn, frozenset(needs), tuple(settings), alpha)
+        return fn
+
+    return deco
+
+
+def get_method(name: str) -> MethodSpec:
+    if name not in REGISTRY:
+        raise ValueError(f"train.methods: unknown method {name!r} (known: {', '.join(sorted(REGISTRY))})")
+    return REGISTRY[name]
+
+
+def check_inputs(spec: MethodSpec, inp: MethodInputs) -> None:
+    missing = sorted(n for n in spec.needs if getattr(inp, n) is None)
+    if missing:
+        raise ValueError(f"method {spec.name!r} needs {', '.join(missing)}, which the inputs lack")
+
+
+# ------------------------------------------------------------------ helpers the families share
+
+
+class FixedHead(nn.Module):
+    """Cosine similarity to fixed class vectors, scaled; returns (emb, logits) like a trained model."""
+
+    def __init__(self, weights: torch.Tensor, scale: float = 1.0):
+        super().__init__()
+        self.register_buffer("w", F.normalize(weights, dim=-1))  # [C, D]
+        self.scale = scale
+
+    def forward(self, emb):
+        return emb, self.scale * F.normalize(emb, dim=-1) @ self.w.T
+
+
+class ScoreModel(nn.Module):
+    """Wraps a training-free scorer `fn(emb [B, D]) -> logits [B, C]` as a model `evaluate` can run."""
+
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor]):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, emb):
+        return emb, self.fn(emb)
+
+
+@torch.no_grad()
+def embed(tail: nn.Module, feat: torch.Tensor, batch: int = 1024) -> torch.Tensor:
+    """Frozen x = f(I) for cached boundary features [N, ...] -> [N, D]."""
+    tail.eval()
+    return torch.cat([tail(feat[i:i + batch]) for i in range(0, len(feat), batch)]) if len(feat) else feat
+
+
+def frozen_embeddings(inp: MethodInputs) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """(train [Ntr, D], train views [Ntr, V, D] or None, test [Nte, D]): the image embeddings, computed once."""
+    views = inp.train_views()  # [Ntr, V, ...]
+    train_views = embed(inp.tail, views.flatten(0, 1)).view(*views.shape[:2], -1) if views is not None else None
+    return embed(inp.tail, inp.train_feat), train_views, embed(inp.tail, inp.test_feat)
+
+
+def training_free(scorer: nn.Module | Callable[[torch.Tensor], torch.Tensor], test_x: torch.Tensor,
+                  test_y: torch.Tensor, ctx: RunContext) -> FitResult:
+    """Evaluate on test a model returning (emb, logits), or a scorer returning logits; a one-row history."""
+    model = scorer.to(ctx.device) if isinstance(scorer, nn.Module) else ScoreModel(scorer)
+    ev: Evaluation = evaluate(model, test_x, test_y, device=ctx.device)
+    row = {"epoch": 1, "test_acc": ev.acc}
+    if ctx.on_epoch:
+        ctx.on_epoch(row)
+    return FitResult([row], 1, ev, {})
+
+
+def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
+    return 100.0 * (logits.argmax(-1).cpu() == y.cpu()).float().mean().item() if len(y) else float("nan")
+
+
+def search_split(inp: MethodInputs, ctx: RunContext) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(fit_idx, val_idx) over the training rows for a hyper-parameter search, seeded by the run's seed; None when
+    no class has two training images (nothing can be held out: the method then uses its paper's defaults)."""
+    if len(inp.train_y) == 0 or int(torch.bincount(inp.train_y).max()) < 2:
+        log.warning("%s: no class has 2 training images, no validation split: the method's defaults are used", ctx.desc)
+        return None
+    return holdout_split(inp.train_y, seed=ctx.seed, val_fraction=ctx.baselines.val_fraction)
+
+
+def images_per_class(y: torch.Tensor) -> float:
+    """N of ProLIP's lambda = 1/N: training images per class (the shots in few-shot)."""
+    return len(y) / max(1, len(torch.unique(y)))
+
+
+def quiet(ctx: RunContext, desc: str) -> RunContext:
+    """The context for a search run: no per-epoch callback, its own progress label."""
+    return dataclasses.replace(ctx, on_epoch=None, desc=desc)
+
+
+def with_epochs(cfg: TrainConfig, *, epochs: int, batch_size: int) -> TrainConfig:
+    """A baseline's own epochs and batch size in the engine; it always reports the last epoch (never test-picked)."""
+    return dataclasses.replace(cfg, epochs=epochs, batch_size=batch_size, report_epoch="last")
+
+
+@dataclass
+class Search:
+    """The record of a validation search: every (setting, val accuracy) tried and the winner."""
+
+    tried: list[tuple[dict, float]] = field(default_factory=list)
+
+    def add(self, setting: dict, val_acc: float) -> None:
+        self.tried.append((setting, val_acc))
+
+    def best(self) -> dict:
+        """The first setting with the highest validation accuracy (grid order breaks ties, as the repos do)."""
+        if not self.tried:
+            raise ValueError("empty search")
+        top = max(a for _, a in self.tried)
+        return next(s for s, a in self.tried if a == top)
