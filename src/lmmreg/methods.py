@@ -22,6 +22,7 @@ from torch import nn
 from lmmreg.config import TrainConfig
 from lmmreg.encoders import EmbeddingClassifier
 from lmmreg.engine import Evaluation, FitResult, evaluate, fit
+from lmmreg.heads import init_head
 
 
 @dataclass
@@ -100,11 +101,14 @@ def run_method(method: str, inp: MethodInputs, *, alpha: float, cfg: TrainConfig
                 else inp.train_text_mean
             train_x, test_x = torch.cat([train_x, text], dim=-1), torch.cat([test_x, inp.test_text_mean], dim=-1)
         model = EmbeddingClassifier(nn.Identity(), test_x.shape[-1], n_classes)
+        init_head(model, cfg.head_init, class_text=inp.class_text, centroids=inp.centroids,
+                  train_in=train_x.flatten(0, -2))
         return fit(model, train_x=train_x, train_y=inp.train_y, test_x=test_x, test_y=inp.test_y, centroids=None,
                    alpha=0.0, cfg=cfg, seed=seed, device=device, on_epoch=on_epoch, views=views is not None,
                    desc=desc)
     if method in ("finetune", "lmm_reg"):
         model = EmbeddingClassifier(copy.deepcopy(inp.tail), dim, n_classes)
+        init_head(model, cfg.head_init, class_text=inp.class_text, centroids=inp.centroids, train_in=inp.train_feat)
         a = alpha if method == "lmm_reg" else 0.0
         return fit(model, train_x=train_in, train_y=inp.train_y, test_x=inp.test_feat, test_y=inp.test_y,
                    centroids=inp.centroids, alpha=a, cfg=cfg, seed=seed, device=device, on_epoch=on_epoch,

@@ -1,5 +1,6 @@
 """Stage `train@<dataset>`: every method of `train.methods` for every seed, on the cached features;
-one MLflow child run per (method, seed) under a parent run for the dataset.
+one MLflow child run per (method, seed) under a parent run for the dataset. Under `train.shots: K` each
+seed trains on its own K-shot subset (lmmreg.shots), logged as the run's `shots.json` artifact.
 
     python -m lmmreg.stages.train --dataset demo --manifest data/prepared/demo --features data/features/demo.pt \
         --text data/text/demo --centroids data/centroids/demo.pt --models models/demo \
@@ -8,6 +9,7 @@ one MLflow child run per (method, seed) under a parent run for the dataset.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -18,17 +20,21 @@ from lmmreg import tracking
 from lmmreg.artifacts import check_aligned, load_artifact
 from lmmreg.cli import run_stage, stage_parser
 from lmmreg.config import Params, to_dict
-from lmmreg.data.manifest import manifest_digest
+from lmmreg.data.manifest import load_manifest, manifest_digest
 from lmmreg.describe.setting import setting_hash
 from lmmreg.encoders import VisionTail, build_clip
-from lmmreg.identity import method_alpha, run_identity
+from lmmreg.engine import schedule
+from lmmreg.identity import TRAINED, method_alpha, run_identity, study_id, study_point
 from lmmreg.methods import MethodInputs, run_method
+from lmmreg.shots import few_shot_inputs, total_steps
 from lmmreg.stats import compactness, mean_std
 
 log = logging.getLogger(__name__)
 
 
-def load_inputs(params: Params, *, features: Path, text: Path, centroids: Path) -> tuple[MethodInputs, list[str]]:
+def load_inputs(params: Params, *, features: Path, text: Path,
+                centroids: Path) -> tuple[MethodInputs, list[str], list[str]]:
+    """The method inputs, the test image ids and the train image ids (rows in the order of the inputs)."""
     feats = load_artifact(features)
     image_mean = load_artifact(text / "image_mean.pt")
     check_aligned(feats, image_mean, names=(str(features), str(text / "image_mean.pt")))
@@ -47,7 +53,9 @@ def load_inputs(params: Params, *, features: Path, text: Path, centroids: Path) 
                           centroids=cents.tensors["centroid"], class_text=class_text.tensors["emb"],
                           train_text_mean=m[~test], test_text_mean=m[test],
                           train_aug=feats.tensors["aug"][~test] if "aug" in feats.tensors else None)
-    return inputs, [i for i, t in zip(feats.ids, test.tolist(), strict=True) if t]
+    split = test.tolist()
+    return inputs, [i for i, t in zip(feats.ids, split, strict=True) if t], \
+        [i for i, t in zip(feats.ids, split, strict=True) if not t]
 
 
 def write_curves(curves: list[dict], path: Path) -> None:
@@ -55,19 +63,35 @@ def write_curves(curves: list[dict], path: Path) -> None:
     by_method: dict[str, dict[int, list[float]]] = {}
     for c in curves:
         by_method.setdefault(c["method"], {}).setdefault(c["epoch"], []).append(c["test_acc"])
-    epochs = max((len(v) for v in by_method.values()), default=0)
-    methods = [m for m, v in by_method.items() if len(v) == epochs and epochs > 1]  # zero-shot has one point
+    # Evaluated epochs: 1..epochs, or every few epochs when a step budget stretches a few-shot run.
+    epochs = sorted(max((set(v) for v in by_method.values()), key=len, default=set()))
+    methods = [m for m, v in by_method.items() if sorted(v) == epochs and len(epochs) > 1]  # zero-shot: one point
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w") as f:
         f.write(",".join(["epoch", *methods]) + "\n")
-        for e in range(1, epochs + 1):
+        for e in epochs:
             f.write(",".join([str(e), *(f"{sum(by_method[m][e]) / len(by_method[m][e]):.4f}" for m in methods)]) + "\n")
+
+
+def reg_ce_ratios(history: list[dict], alpha: float | None) -> dict[str, float]:
+    """alpha * J_reg / J_ce over the first and the last evaluated epoch: how much the regulariser weighs."""
+    if alpha is None or "train_reg" not in history[0]:
+        return {}
+    return {f"reg_ce_ratio_{name}": alpha * row["train_reg"] / row["train_ce"] if row["train_ce"] > 0 else float("nan")
+            for name, row in (("first", history[0]), ("last", history[-1]))}
 
 
 def main(params: Params, *, dataset: str, manifest: Path, features: Path, text: Path, centroids: Path,
          models: Path, metrics: Path, plots: Path, device: str = "cpu") -> dict:
-    inputs, test_ids = load_inputs(params, features=features, text=text, centroids=centroids)
+    inputs, test_ids, train_ids = load_inputs(params, features=features, text=text, centroids=centroids)
     digest = manifest_digest(manifest)
+    _, classes = load_manifest(manifest)
+    # budget: steps gives every K the optimiser steps of the full-data run (lmmreg.engine.schedule).
+    cfg = params.train if params.train.budget == "epochs" else \
+        dataclasses.replace(params.train, steps=total_steps(params.train, len(train_ids)))
+    desc = load_artifact(text / "descriptions.pt") if params.train.shots != "all" else None
+    seed_inputs: dict[int, tuple[MethodInputs, list[str]]] = {}  # the K-shot subset of each seed, for every method
+    point = study_point(params)
     logger = tracking.RunLogger(dataset=dataset, params={"dataset": dataset, "alpha": params.alpha,
                                 "seeds": params.seeds, "train": to_dict(params.train), "clip": to_dict(params.clip)},
                                 tags={"lmmreg.data_digest": digest})
@@ -80,26 +104,38 @@ def main(params: Params, *, dataset: str, manifest: Path, features: Path, text: 
                      "clip_pretrained": params.clip.pretrained or "random-init",
                      "unlocked_groups": params.clip.unlocked_groups, "lmm_backend": params.describe.backend,
                      "lmm_model": params.describe.model, "lmm_prompt": params.describe.prompt,
-                     "describe_setting": setting_hash(params.describe), "data_digest": digest}
+                     "describe_setting": setting_hash(params.describe), "data_digest": digest,
+                     "describe_noise": point["describe_noise"], "n_descriptions": params.describe.n_descriptions}
+    study_tags = {"lmmreg.study_id": study_id(params, dataset=dataset, data_digest=digest),
+                  "lmmreg.point": json.dumps(point, sort_keys=True)}
     try:
         for method in params.train.methods:
             ident = run_identity(params, dataset=dataset, method=method, data_digest=digest)
             alpha = method_alpha(method, params.alpha)
             runs = {}
             for seed in params.seeds:
-                res = run_method(method, inputs, alpha=params.alpha, cfg=params.train, seed=seed, device=device,
+                if seed not in seed_inputs:
+                    seed_inputs[seed] = few_shot_inputs(inputs, params.train, seed=seed, train_ids=train_ids,
+                                                        desc=desc, classes=classes)
+                inp, shot_ids = seed_inputs[seed]
+                res = run_method(method, inp, alpha=params.alpha, cfg=cfg, seed=seed, device=device,
                                  desc=f"{dataset} {method} s{seed}")
                 accs = [row["test_acc"] for row in res.history]
                 comp = compactness(res.final.emb.numpy(), inputs.test_y.numpy())
                 final = {"final_test_acc": accs[-1], "best_test_acc": max(accs), "reported_test_acc": res.final.acc,
-                         "reported_epoch": res.reported_epoch, **comp}
+                         "reported_epoch": res.reported_epoch, "n_train_images": len(shot_ids),
+                         "train_steps": schedule(cfg, len(shot_ids))[2] if method in TRAINED else 0, **comp,
+                         **reg_ce_ratios(res.history, method_alpha(method, params.alpha))}
                 run_params = {**shared_params, "method": method, "seed": seed,
                               "alpha": "none" if alpha is None else alpha}
                 tags = {"lmmreg.dataset": dataset, "lmmreg.method": method, "lmmreg.seed": str(seed),
                         "lmmreg.config_id": ident["config_id"], "lmmreg.ablation_id": ident["ablation_id"],
-                        "lmmreg.alpha": ident["alpha"], "lmmreg.demo": str(params.source(dataset).layout == "demo")}
+                        "lmmreg.alpha": ident["alpha"], "lmmreg.demo": str(params.source(dataset).layout == "demo"),
+                        **study_tags}
                 preds = {"ids": test_ids, "labels": inputs.test_y.tolist(), "preds": res.final.preds.tolist()}
                 artifacts = {"predictions.json": preds}
+                if params.train.shots != "all":
+                    artifacts["shots.json"] = {"shots": params.train.shots, "seed": seed, "ids": shot_ids}
                 if res.state_dict:
                     artifacts["head.pt"] = res.state_dict
                     torch.save(res.state_dict, models / f"{method}_s{seed}.pt")
