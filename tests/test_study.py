@@ -103,6 +103,7 @@ def test_study_markdown_and_files_rebuild_from_the_snapshot(params, tmp_path):
     assert "| 2 | 60.00 ± 0.00" in md and "(n=2)" in md
     assert "+20.00 [" in md and "2 → 1" not in md and "2.000 → 1.000" in md
     assert "at ≈ 1.4 shots per class" in md
+    assert "| Demo (synthetic) | lmm_reg | 2.000 | 1.000 |" in md  # the current configuration's reg/CE
     write_study(snap, params, classes, tmp_path / "a")
     assert (tmp_path / "a/shots.png").stat().st_size > 0 and (tmp_path / "a/alpha.png").stat().st_size > 0
     write_snapshot(snap, tmp_path / "snap")

@@ -272,7 +272,8 @@ def build_tables(snap: Snapshot, params: Params, classes: dict[str, list[str]]) 
     md += [f"Configuration: alpha = {params.alpha}, seeds = {params.seeds}, epochs = {params.train.epochs}, "
            f"lr = {params.train.lr}, batch = {params.train.batch_size}, optimizer = {params.train.optimizer}, "
            f"J_reg reduction = {params.train.reg_reduction}, normalize = {params.train.normalize}, reported epoch = "
-           f"{params.train.report_epoch}; CLIP {params.clip.model} ({params.clip.pretrained or 'random init'}), "
+           f"{params.train.report_epoch}, shots = {params.train.shots}, budget = {params.train.budget}, head init = "
+           f"{params.train.head_init}; CLIP {params.clip.model} ({params.clip.pretrained or 'random init'}), "
            f"unlocked_groups = {params.clip.unlocked_groups}; LMM backend {params.describe.backend}"
            f"{' ' + params.describe.model if params.describe.model else ''}.", "",
            f"Cells: mean ± std over seeds [{pct}% bootstrap interval over test images of the seed-averaged "

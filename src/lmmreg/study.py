@@ -263,6 +263,15 @@ def study_markdown(snap: Snapshot, params: Params, classes: dict[str, list[str]]
           f"paired seeds, [{pct}% paired bootstrap interval], McNemar p on the discordant images summed over seeds. "
           "reg/CE = α·J_reg / J_ce of LMM-Reg. in its first → last evaluated epoch. Few-shot: K images per class "
           f"drawn per seed from the train split, the full test set, the last epoch. Budget: {budget}.", ""]
+    md += ["Regulariser weight in the current configuration, α·J_reg / J_ce (mean over seeds):", "",
+           "| Dataset | method | first epoch | last epoch |", "|---|---|---|---|"]
+    for ds in params.datasets:
+        for m in ("finetune", "lmm_reg"):
+            runs = [r for r in snap.runs if r["role"] == "current" and r["dataset"] == ds and r["method"] == m]
+            if runs:
+                md.append(f"| {DATASET_TITLES.get(ds, ds)} | {m} | {_fmt(_mean(runs, 'reg_ce_ratio_first'), 3)} | "
+                          f"{_fmt(_mean(runs, 'reg_ce_ratio_last'), 3)} |")
+    md.append("")
     any_var = False
     for ds in params.datasets:
         title = DATASET_TITLES.get(ds, ds)
