@@ -409,7 +409,7 @@ def plot_fig2(snap: Snapshot, params: Params, out_png: Path, out_svg: Path) -> N
             if not curves or len({len(c) for c in curves}) != 1:
                 continue
             c = np.stack(curves)
-            x = np.arange(1, c.shape[1] + 1)
+            x = np.array([e for e, _ in snap.histories[runs[0]["run_id"]]])  # evaluated epochs (sparse under shots)
             ax.plot(x, c.mean(0), color=color, label=f"{METHOD_TITLES[m]} (n={len(runs)})")
             ax.fill_between(x, c.mean(0) - c.std(0), c.mean(0) + c.std(0), color=color, alpha=0.2, linewidth=0)
         demo = params.source(d).layout == "demo"
