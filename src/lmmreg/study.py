@@ -300,23 +300,23 @@ def study_markdown(snap: Snapshot, params: Params, classes: dict[str, list[str]]
 
 def write_study(snap: Snapshot, params: Params, classes: dict[str, list[str]], out: Path) -> None:
     """`study.csv` (every slice row) and one figure per varying variable (`<variable>.png`, a panel per dataset,
-    the slice through the current configuration)."""
+    the slice through the current configuration, or the first slice where none passes through it)."""
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("*.png"):
         old.unlink()  # a variable that stopped varying leaves no stale figure
     current = study_point(params)
     fields = ("dataset", "variable", "context", "value", "method", "mean", "std", "ci_lo", "ci_hi", "n", "p",
               "reg_ce_first", "reg_ce_last", "n_train_images", "train_steps")
-    figures: dict[str, list[tuple[str, list[dict]]]] = {}
+    figures: dict[str, list[tuple[str, list[dict], str]]] = {}
     with (out / "study.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
         w.writeheader()
         for ds in params.datasets:
             for var in varying(snap, ds):
-                for sl in study_slices(snap, ds, var, current):
+                for i, sl in enumerate(study_slices(snap, ds, var, current)):  # the current slice comes first
                     rows = slice_rows(snap, sl, params)
-                    if sl.current:
-                        figures.setdefault(var, []).append((ds, rows))
+                    if i == 0:
+                        figures.setdefault(var, []).append((ds, rows, _context_text(sl, current)))
                     for r in rows:
                         w.writerow({"dataset": ds, "variable": var, "context": json.dumps(sl.context, sort_keys=True),
                                     **{k: (f"{r[k]:.4f}" if isinstance(r.get(k), float) else r.get(k, ""))
@@ -325,7 +325,8 @@ def write_study(snap: Snapshot, params: Params, classes: dict[str, list[str]], o
         plot_variable(var, panels, classes, out / f"{var}.png")
 
 
-def plot_variable(var: str, panels: list[tuple[str, list[dict]]], classes: dict[str, list[str]], path: Path) -> None:
+def plot_variable(var: str, panels: list[tuple[str, list[dict], str]], classes: dict[str, list[str]],
+                  path: Path) -> None:
     """Accuracy per method against `var`, error bars = the bootstrap interval; shots and alpha on a log axis
     (CoOp's accuracy-vs-shots figure for shots, with zero-shot dashed and the fidelity point dotted)."""
     import matplotlib
@@ -334,7 +335,7 @@ def plot_variable(var: str, panels: list[tuple[str, list[dict]]], classes: dict[
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.8), squeeze=False)
-    for ax, (ds, rows) in zip(axes[0], panels, strict=True):
+    for ax, (ds, rows, where) in zip(axes[0], panels, strict=True):
         values = sorted({r["value"] for r in rows}, key=lambda v: value_key(var, v))
         n_classes = len(classes.get(ds, []))
         numeric = all(value_key(var, v)[0] == 0 for v in values)
@@ -369,7 +370,7 @@ def plot_variable(var: str, panels: list[tuple[str, list[dict]]], classes: dict[
         ax.minorticks_off()
         ax.set_xlabel(VARIABLE_TITLES.get(var, var))
         ax.set_ylabel("test accuracy (%)")
-        ax.set_title(DATASET_TITLES.get(ds, ds), fontsize=10)
+        ax.set_title(f"{DATASET_TITLES.get(ds, ds)}, at {where}", fontsize=8)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6, loc="best")
     fig.tight_layout()
