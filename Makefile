@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine:
 #   make repro   install (pinned, from uv.lock) and run the whole pipeline (`dvc repro`); prints the MLflow link
 #   make test    install the same plus the remote tests' extras (dvc-s3, moto) and run the test suite (.ci/run)
+#   make study   the default regime study on the demo (configs/study.yaml), timed into reports/bench_study.md
 # The only prerequisite is python3 (>= 3.10) with pip; uv is bootstrapped from PyPI if missing.
 
 UV_VERSION := 0.13.8
@@ -9,7 +10,7 @@ BIN := $(VENV)/bin
 UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup setup-test repro test test-fast bench lint mlflow-init
+.PHONY: setup setup-test repro test test-fast bench study study-reduced lint mlflow-init
 
 setup: $(VENV)/.synced
 
@@ -42,6 +43,13 @@ test-fast: setup
 bench: setup
 	python benchmarks/bench_clip.py --cpu-epoch-images 16
 	python benchmarks/bench_describe_openai.py
+
+# One `dvc exp run` per point of configs/study.yaml, then the report (its regime study section and reports/study/).
+study: setup
+	python benchmarks/bench_study.py
+
+study-reduced: setup
+	python benchmarks/bench_study.py --reduced
 
 lint: setup
 	ruff check src tests benchmarks

@@ -60,16 +60,18 @@ def test_pipeline_report_and_snapshot(small_params, mlflow_root, monkeypatch):
         line = next(ln for ln in md.splitlines() if ln.startswith(f"| {report_lib.METHOD_TITLES[m]} |"))
         assert "(re-run)" in line and "(n=2)" in line and "missing" not in line
     assert ",re-run," in (out / "tables.csv").read_text()
-    assert "(n=2)" in md and "missing" not in md.split("## Alpha ablation")[0]
-    ablation = md.split("## Alpha ablation")[1]
-    assert "| 0.01 |" in ablation and "| 0.5 |" in ablation and "0.0 (finetune)" in ablation
+    assert "(n=2)" in md and "missing" not in md.split("## Regime study")[0]
+    ablation = md.split("alpha (the alpha ablation)")[1].split("###")[0]  # the regime study's slice along alpha
+    assert "| 0.01 |" in ablation and "| 0.5 |" in ablation and "finetune" in ablation
     runs = (out / "runs.csv").read_text().splitlines()
     assert len(runs) == 1 + 2 * len(small_params.train.methods) + 2  # current runs + the alpha=0.5 pair
-    for name in ("fig2.png", "fig2.svg", "tables.csv", "tables.tex", "alpha_ablation.png", "per_class.csv"):
+    for name in ("fig2.png", "fig2.svg", "tables.csv", "tables.tex", "study/alpha.png", "study/study.csv",
+                 "per_class.csv"):
         assert (out / name).stat().st_size > 0
 
     # Without the MLflow store, the snapshot rebuilds byte-identical tables.
-    tables = {n: (out / n).read_bytes() for n in ("tables.md", "tables.csv", "tables.tex", "per_class.csv")}
+    tables = {n: (out / n).read_bytes() for n in ("tables.md", "tables.csv", "tables.tex", "per_class.csv",
+                                                   "study/study.csv")}
     shutil.move(out / "snapshot", root / "saved_snapshot")
     (root / "mlflow.db").unlink()
     shutil.rmtree(root / "mlartifacts")

@@ -114,6 +114,18 @@ class TrainConfig:
     normalize: bool = False
     # Which epoch's test accuracy is "the" number: the last one or the best one.
     report_epoch: Literal["last", "best"] = "last"
+    # Few-shot protocol (CoOp): "all" = the whole train split (the paper); K = K images per class, drawn per seed
+    # (lmmreg.shots). The test set is always the full one.
+    shots: int | Literal["all"] = "all"
+    # Under few-shot, centroids (Eq. 1) from the descriptions of the K-shot images only ("shots": no extra
+    # labelled data) or of the whole train split ("train").
+    centroids_from: Literal["shots", "train"] = "shots"
+    # "steps": every K gets the optimiser steps of the full-data run at `epochs` (or `steps` when > 0);
+    # "epochs": `epochs` passes over whatever subset is trained on (few steps at small K).
+    budget: Literal["steps", "epochs"] = "steps"
+    steps: int = 0
+    # The linear head's start: random (PyTorch's default), the class-prompt embeddings or the LMM centroids.
+    head_init: Literal["random", "class_text", "centroids"] = "random"
 
 
 # ------------------------------------------------------------------ the field's baselines (`baselines:`)
@@ -265,6 +277,8 @@ class Params:
 
 
 def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is not None:
+        return str(tp).replace("typing.", "")
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
@@ -298,7 +312,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
                 return _convert(value, arm, key)
             except ConfigError:
                 continue
-        raise ConfigError(f"{key}: {value!r} matches none of {_type_name(tp)}")
+        arms = " | ".join(_type_name(a) for a in typing.get_args(tp))
+        raise ConfigError(f"{key}: {value!r} matches none of {arms}")
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             hint = " (YAML reads 1e-4 as a string: write 1.0e-4)" if isinstance(value, str) else ""
@@ -353,6 +368,8 @@ def _validate(p: Params) -> None:
     need(p.train.epochs >= 1, "train.epochs", f"must be >= 1, got {p.train.epochs}")
     need(p.train.batch_size >= 1, "train.batch_size", f"must be >= 1, got {p.train.batch_size}")
     need(p.train.lr > 0, "train.lr", f"must be > 0, got {p.train.lr}")
+    need(p.train.shots == "all" or p.train.shots >= 1, "train.shots", f"must be 'all' or >= 1, got {p.train.shots}")
+    need(p.train.steps >= 0, "train.steps", f"must be >= 0 (0 = the full-data run's steps), got {p.train.steps}")
     need(p.train.weight_decay >= 0, "train.weight_decay", f"must be >= 0, got {p.train.weight_decay}")
     need(len(set(p.train.methods)) == len(p.train.methods), "train.methods", f"duplicates in {p.train.methods}")
     b = p.baselines

@@ -1,5 +1,6 @@
 """One training engine for every trained method: mini-batch optimisation on cached inputs, test
 accuracy after every epoch (the paper's Fig. 2), the reported epoch chosen by `train.report_epoch`.
+The budget (`train.budget`) is epochs or optimiser steps; see `schedule`.
 
 An epoch here is a few matrix products over the feature cache, never a CLIP forward pass.
 """
@@ -79,13 +80,28 @@ def cosine_schedule(opt: torch.optim.Optimizer, *, epochs: int, steps_per_epoch:
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
+def budget_schedule(cfg: TrainConfig, n: int) -> tuple[int, int, int]:
+    """(epochs, evaluate every this many epochs, optimiser steps) for `n` training images.
+
+    `budget: epochs` (or `steps: 0`): `cfg.epochs` passes. `budget: steps`: exactly `cfg.steps` optimiser steps,
+    however small the training set, so a 1-shot run is not under-trained; its history still holds about
+    `cfg.epochs` evaluations (the first epoch, every `eval_every`-th and the last).
+    """
+    per_epoch = -(-n // cfg.batch_size)
+    if cfg.budget == "epochs" or cfg.steps == 0 or n == 0:
+        return cfg.epochs, 1, cfg.epochs * per_epoch
+    epochs = -(-cfg.steps // per_epoch)
+    return epochs, max(1, round(epochs / cfg.epochs)), cfg.steps
+
+
 def fit(model: nn.Module, *, train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
         test_y: torch.Tensor, centroids: torch.Tensor | None, alpha: float, cfg: TrainConfig, seed: int,
         device: str | torch.device = "cpu", on_epoch: Callable[[dict], None] | None = None,
         views: bool = False, desc: str = "train", optimizer: torch.optim.Optimizer | None = None,
         schedule: Callable[[torch.optim.Optimizer, int], torch.optim.lr_scheduler.LRScheduler] | None = None,
         penalty: Callable[[], torch.Tensor] | None = None, eval_every_epoch: bool = True) -> FitResult:
-    """Train `model` (returns (emb, logits)) with J_ce + alpha * J_reg; evaluate on test after every epoch.
+    """Train `model` (returns (emb, logits)) with J_ce + alpha * J_reg; evaluate on test after every epoch
+    (after about `cfg.epochs` of them when a step budget stretches a small training set over more epochs).
 
     With `views`, `train_x` is [N, V, ...]: V cached views of each training image (view 0 the clean one); every
     epoch draws one view per image, which is augmentation without a CLIP forward pass.
@@ -103,16 +119,22 @@ def fit(model: nn.Module, *, train_x: torch.Tensor, train_y: torch.Tensor, test_
     sched = schedule(opt, math.ceil(len(train_x) / cfg.batch_size)) if schedule is not None else None
     gen = torch.Generator().manual_seed(seed)
     n = len(train_x)
+    epochs, eval_every, max_steps = budget_schedule(cfg, n)
     history: list[dict] = []
     best: tuple[float, int, dict, Evaluation] | None = None
     last_eval: Evaluation | None = None
-    bar = progress(range(1, cfg.epochs + 1), desc=desc, unit="epoch", leave=False)
+    step = 0
+    bar = progress(range(1, epochs + 1), desc=desc, unit="epoch", leave=False)
     for epoch in bar:
         model.train()
         order = torch.randperm(n, generator=gen)
         view = torch.randint(train_x.shape[1], (n,), generator=gen) if views else None  # [N]
         sums = {"loss": 0.0, "ce": 0.0, "reg": 0.0}
+        seen = 0
         for i in range(0, n, cfg.batch_size):
+            if step == max_steps:  # budget: steps ends inside the last epoch
+                break
+            step += 1
             idx = order[i:i + cfg.batch_size]
             xb = train_x[idx, view[idx]] if views else train_x[idx]
             xb, yb = xb.to(device, non_blocking=True), train_y[idx].to(device, non_blocking=True)
@@ -129,11 +151,13 @@ def fit(model: nn.Module, *, train_x: torch.Tensor, train_y: torch.Tensor, test_
                 sched.step()
             for k in sums:
                 sums[k] += terms[k].item() * len(idx)
-        row = {"epoch": epoch, **{f"train_{k}": v / n for k, v in sums.items()}}
-        if eval_every_epoch or epoch == cfg.epochs:
-            last_eval = evaluate(model, test_x, test_y, device=device)
-            row["test_acc"] = last_eval.acc
-            bar.set_postfix(loss=f"{row['train_loss']:.3f}", test_acc=f"{last_eval.acc:.2f}")
+            seen += len(idx)
+        evaluated = epoch == 1 or epoch % eval_every == 0 or epoch == epochs
+        if not evaluated or (not eval_every_epoch and epoch != epochs):
+            continue
+        last_eval = evaluate(model, test_x, test_y, device=device)
+        row = {"epoch": epoch, **{f"train_{k}": v / max(seen, 1) for k, v in sums.items()}, "test_acc": last_eval.acc}
+        bar.set_postfix(loss=f"{row['train_loss']:.3f}", test_acc=f"{last_eval.acc:.2f}")
         history.append(row)
         if on_epoch is not None:
             on_epoch(row)
@@ -142,4 +166,4 @@ def fit(model: nn.Module, *, train_x: torch.Tensor, train_y: torch.Tensor, test_
     if cfg.report_epoch == "best" and best is not None:
         _, epoch, state, ev = best
         return FitResult(history, epoch, ev, state)
-    return FitResult(history, cfg.epochs, last_eval, {k: v.detach().cpu() for k, v in model.state_dict().items()})
+    return FitResult(history, epochs, last_eval, {k: v.detach().cpu() for k, v in model.state_dict().items()})

@@ -7,6 +7,7 @@ reads the class-prompt embeddings (then `clip.class_prompt` is), and how alpha e
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from lmmreg.config import Params, stable_hash, to_dict
@@ -32,26 +33,63 @@ def baseline_settings(params: Params, method: str) -> dict[str, Any]:
     return {s: _setting(params, s) for s in get_method(method).settings if s.startswith("baselines.")}
 
 
+# The regime study's variables (lmmreg.study): a run's study point is their values; everything else in the
+# configuration is its study id. Values are strings, as MLflow stores them.
+STUDY_VARIABLES = ("alpha", "shots", "centroids_from", "describe_noise", "n_descriptions", "normalize",
+                   "reg_reduction", "head_init")
+_STUDY_TRAIN_KEYS = ("shots", "centroids_from", "normalize", "reg_reduction", "head_init")
+
+
+def study_point(params: Params) -> dict[str, str]:
+    """The values of STUDY_VARIABLES in `params` (describe noise: the scripted describer's `options.noise`)."""
+    t, noise = params.train, params.describe.options.get("noise")
+    return {"alpha": repr(float(params.alpha)), "shots": str(t.shots),
+            # at shots: all both choices are the whole train split: one point, not two
+            "centroids_from": t.centroids_from if t.shots != "all" else "shots",
+            "describe_noise": repr(float(noise)) if isinstance(noise, (int, float)) else "n/a",
+            "n_descriptions": str(params.describe.n_descriptions), "normalize": str(t.normalize).lower(),
+            "reg_reduction": t.reg_reduction, "head_init": t.head_init}
+
+
+def study_id(params: Params, *, dataset: str, data_digest: str) -> str:
+    """The configuration with the study variables left out: the runs the regime study compares."""
+    train = {k: v for k, v in to_dict(params.train).items() if k != "methods" and k not in _STUDY_TRAIN_KEYS}
+    options = {k: v for k, v in params.describe.options.items() if k != "noise"}
+    describe = dataclasses.replace(params.describe, n_descriptions=0, options=options)
+    return stable_hash({"dataset": dataset, "data": data_digest, "source": to_dict(params.source(dataset)),
+                        "clip": to_dict(params.clip), "train": train,
+                        "describe": [setting_hash(describe), params.describe.on_too_few,
+                                     params.describe.too_few_retries]})
+
+
 def run_identity(params: Params, *, dataset: str, method: str, data_digest: str) -> dict[str, str]:
     """Which configuration a (dataset, method) run belongs to, independent of seed and recency.
 
     `config_id` hashes every setting the result depends on (data, CLIP, describe setting where the method
-    uses the LMM, its declared params sections, alpha where it plays a part); `ablation_id` is the same without
-    alpha, so runs that differ only in alpha can be lined up for the alpha ablation.
+    uses the LMM or its head starts from the centroids, training config with its shots, alpha where it plays
+    a part); `ablation_id` is the same without alpha. The regime study groups runs by `study_id` instead.
     """
     spec = get_method(method)
     train = to_dict(params.train)
     train.pop("methods")
+    engine_trained = "train" in spec.settings  # trained by the engine with `train:` (these use train.head_init)
+    head_init = params.train.head_init if engine_trained else "random"
     clip = to_dict(params.clip)
-    if not spec.uses_class_prompt:
+    if not spec.uses_class_prompt and head_init != "class_text":
         clip.pop("class_prompt")
+    uses_lmm = spec.uses_lmm or head_init == "centroids"
     base = {"dataset": dataset, "data": data_digest, "source": to_dict(params.source(dataset)),
             "clip": clip, "method": method, "train": train if "train" in spec.settings else None,
             "describe": [setting_hash(params.describe), params.describe.on_too_few, params.describe.too_few_retries]
-            if spec.uses_lmm else None}
+            if uses_lmm else None}
     baselines = baseline_settings(params, method)
     if baselines:  # only where declared, so the ids of the paper's own methods stay as they were
         base["baselines"] = baselines
+    point = study_point(params)
+    if method == "zero_shot_lmm":  # its classifier is the centroids, which few-shot draws per seed
+        base["shots"] = [point["shots"], point["centroids_from"]]
+    elif spec.trains and not engine_trained and params.train.shots != "all":  # a baseline fitted on the K shots
+        base["shots"] = point["shots"]
     alpha = method_alpha(method, params.alpha)
     return {"config_id": stable_hash({**base, "alpha": alpha}), "ablation_id": stable_hash(base),
             "alpha": "none" if alpha is None else repr(alpha)}

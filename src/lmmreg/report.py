@@ -1,4 +1,5 @@
-"""Tables 1-2, Fig. 2, statistics and the alpha ablation, built from tracked runs.
+"""Tables 1-2, Fig. 2, statistics and the regime study (lmmreg.study, the alpha ablation one case of it),
+built from tracked runs.
 
 Two steps, always both: (1) `collect_snapshot` picks runs out of MLflow by configuration (never by recency
 alone) and writes them to a snapshot folder (runs.csv, histories.csv, predictions.jsonl); (2) `build_report`
@@ -65,13 +66,18 @@ TABLE2 = ("zero_shot", "zero_shot_lmm", "linear_probe", "concat", *BASELINES, "l
 COMPACTNESS = ("linear_probe", "concat", "finetune", "lmm_reg", "prolip", "clip_adapter")
 RUN_FIELDS = ("dataset", "method", "seed", "alpha", "role", "run_id", "config_id", "ablation_id",
               "reported_test_acc", "final_test_acc", "best_test_acc", "reported_epoch", "intra_inter_ratio",
-              "silhouette", "demo")
-FLOAT_FIELDS = ("reported_test_acc", "final_test_acc", "best_test_acc", "intra_inter_ratio", "silhouette")
+              "silhouette", "demo", "point", "n_train_images", "train_steps", "reg_ce_ratio_first",
+              "reg_ce_ratio_last")
+FLOAT_FIELDS = ("reported_test_acc", "final_test_acc", "best_test_acc", "intra_inter_ratio", "silhouette",
+                "reg_ce_ratio_first", "reg_ce_ratio_last")
+INT_FIELDS = ("seed", "reported_epoch", "n_train_images", "train_steps")
 
 
 @dataclass
 class Snapshot:
-    runs: list[dict]  # RUN_FIELDS, role "current" or "ablation"
+    # RUN_FIELDS; role "current" (this configuration) or "study" (another point of its regime study); "point" is
+    # the JSON of the run's study variables (lmmreg.identity.STUDY_VARIABLES)
+    runs: list[dict]
     histories: dict[str, list[tuple[int, float]]]  # run_id -> [(epoch, test_acc)]
     predictions: dict[str, dict]  # run_id -> {"ids", "labels", "preds"}
     missing: list[str] = field(default_factory=list)  # "dataset/method/seed" that have no run
@@ -101,12 +107,13 @@ def _pick(runs: list[dict], seeds: list[int]) -> dict[int, dict]:
     return chosen
 
 
-def _row(r: dict, role: str) -> dict:
+def _row(r: dict, role: str, point: str) -> dict:
     t, m = r["tags"], r["metrics"]
     row = {"dataset": t["lmmreg.dataset"], "method": t["lmmreg.method"], "seed": int(t["lmmreg.seed"]),
            "alpha": t["lmmreg.alpha"], "role": role, "run_id": r["run_id"], "config_id": t["lmmreg.config_id"],
            "ablation_id": t["lmmreg.ablation_id"], "reported_epoch": int(m.get("reported_epoch", 0)),
-           "demo": t.get("lmmreg.demo", "False")}
+           "demo": t.get("lmmreg.demo", "False"), "point": point, "n_train_images": int(m.get("n_train_images", 0)),
+           "train_steps": int(m.get("train_steps", 0))}
     for k in FLOAT_FIELDS:
         row[k] = float(m.get(k, float("nan")))
     return row
@@ -114,21 +121,26 @@ def _row(r: dict, role: str) -> dict:
 
 def collect_snapshot(params: Params, *, prepared: Path) -> Snapshot:
     from lmmreg import tracking
+    from lmmreg.data.manifest import manifest_digest
+    from lmmreg.identity import study_id, study_point
 
     rows, missing = [], []
+    current = json.dumps(study_point(params), sort_keys=True)
+    study_runs = {ds: tracking.search_child_runs({"lmmreg.study_id": study_id(
+        params, dataset=ds, data_digest=manifest_digest(prepared / ds))}) for ds in params.datasets}
     for ds, method, ident in _expected(params, prepared):
         chosen = _pick(tracking.search_child_runs({"lmmreg.config_id": ident["config_id"]}), params.seeds)
         missing += [f"{ds}/{method}/seed {s}" for s in params.seeds if s not in chosen]
-        rows += [_row(chosen[s], "current") for s in sorted(chosen)]
-        if method == "lmm_reg":  # the alpha ablation: same configuration but for alpha
-            by_alpha: dict[str, list[dict]] = {}
-            for r in tracking.search_child_runs({"lmmreg.ablation_id": ident["ablation_id"],
-                                                 "lmmreg.method": "lmm_reg"}):
-                by_alpha.setdefault(r["tags"]["lmmreg.alpha"], []).append(r)
-            for alpha, runs in by_alpha.items():
-                if alpha != ident["alpha"]:
-                    picked = _pick(runs, params.seeds)
-                    rows += [_row(picked[s], "ablation") for s in sorted(picked)]
+        rows += [_row(chosen[s], "current", current) for s in sorted(chosen)]
+        # The regime study: every other point (alpha, shots, noise ...) of this configuration, newest run per seed.
+        by_point: dict[str, list[dict]] = {}
+        for r in study_runs[ds]:
+            point = r["tags"].get("lmmreg.point", current)
+            if r["tags"]["lmmreg.method"] == method and point != current:
+                by_point.setdefault(point, []).append(r)
+        for point, runs in sorted(by_point.items()):
+            picked = _pick(runs, params.seeds)
+            rows += [_row(picked[s], "study", point) for s in sorted(picked)]
     histories = {r["run_id"]: tracking.metric_history(r["run_id"], "test_acc") for r in rows}
     predictions = {r["run_id"]: tracking.load_json_artifact(r["run_id"], "predictions.json") for r in rows}
     return Snapshot(rows, histories, predictions, missing)
@@ -167,7 +179,7 @@ def fill_from_snapshot(snap: Snapshot, kept: Snapshot, params: Params, *, prepar
 
 def write_snapshot(snap: Snapshot, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    rows = sorted(snap.runs, key=lambda r: (r["dataset"], r["method"], r["role"], r["alpha"], r["seed"]))
+    rows = sorted(snap.runs, key=lambda r: (r["dataset"], r["method"], r["role"], r["point"], r["seed"]))
     with (folder / "runs.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=RUN_FIELDS, lineterminator="\n")
         w.writeheader()
@@ -192,7 +204,8 @@ def read_snapshot(folder: Path) -> Snapshot:
         runs = []
         for r in csv.DictReader(f):
             r = dict(r)
-            r["seed"], r["reported_epoch"] = int(r["seed"]), int(r["reported_epoch"])
+            for k in INT_FIELDS:
+                r[k] = int(r[k])
             for k in FLOAT_FIELDS:
                 r[k] = float(r[k])
             runs.append(r)
@@ -228,7 +241,11 @@ def _correct_matrix(snap: Snapshot, runs: list[dict]) -> np.ndarray:
 
 
 def cell_stats(snap: Snapshot, ds: str, method: str, params: Params) -> dict | None:
-    runs = _cell_runs(snap, ds, method)
+    return run_stats(snap, _cell_runs(snap, ds, method), params)
+
+
+def run_stats(snap: Snapshot, runs: list[dict], params: Params) -> dict | None:
+    """Mean ± std over the runs (seeds) of one cell, the bootstrap interval, compactness; None without runs."""
     if not runs:
         return None
     accs = [r["reported_test_acc"] for r in runs]
@@ -265,19 +282,6 @@ def per_class_delta(snap: Snapshot, ds: str, classes: list[str]) -> list[tuple[s
     rows = [(c, float(accs["finetune"][i]), float(accs["lmm_reg"][i]), float(accs["lmm_reg"][i] - accs["finetune"][i]))
             for i, c in enumerate(classes)]
     return sorted(rows, key=lambda t: (t[3], t[0]))
-
-
-def ablation_rows(snap: Snapshot, ds: str) -> list[tuple[str, float, float, int]]:
-    """(alpha, mean, std, n seeds) for lmm_reg at every alpha found, plus alpha = 0 from finetune."""
-    groups: dict[str, list[float]] = {}
-    for r in snap.runs:
-        if r["dataset"] == ds and r["method"] == "lmm_reg":
-            groups.setdefault(r["alpha"], []).append(r["reported_test_acc"])
-    fin = [r["reported_test_acc"] for r in _cell_runs(snap, ds, "finetune")]
-    if fin:
-        groups.setdefault("0.0 (finetune)", fin)
-    rows = [(a, *mean_std(v), len(v)) for a, v in groups.items()]
-    return sorted(rows, key=lambda t: float(t[0].split()[0]))
 
 
 # ---------------------------------------------------------------- rendering
@@ -330,7 +334,8 @@ def build_tables(snap: Snapshot, params: Params, classes: dict[str, list[str]],
     md += [f"Configuration: alpha = {params.alpha}, seeds = {params.seeds}, epochs = {params.train.epochs}, "
            f"lr = {params.train.lr}, batch = {params.train.batch_size}, optimizer = {params.train.optimizer}, "
            f"J_reg reduction = {params.train.reg_reduction}, normalize = {params.train.normalize}, reported epoch = "
-           f"{params.train.report_epoch}; CLIP {params.clip.model} ({params.clip.pretrained or 'random init'}), "
+           f"{params.train.report_epoch}, shots = {params.train.shots}, budget = {params.train.budget}, head init = "
+           f"{params.train.head_init}; CLIP {params.clip.model} ({params.clip.pretrained or 'random init'}), "
            f"unlocked_groups = {params.clip.unlocked_groups}; LMM backend {params.describe.backend}"
            f"{' ' + params.describe.model if params.describe.model else ''}.", "",
            f"Cells: mean ± std over seeds [{pct}% bootstrap interval over test images of the seed-averaged "
@@ -400,12 +405,9 @@ def build_tables(snap: Snapshot, params: Params, classes: dict[str, list[str]],
             shown = rows if len(rows) <= 10 else rows[:5] + rows[-5:]
             md += [f"| {c} | {_fmt(a)} | {_fmt(b)} | {_fmt(x)} |" for c, a, b, x in shown]
             md.append("")
-    md += ["## Alpha ablation (LMM-Reg., every run in the store that differs from this configuration only in alpha)",
-           "", "| Dataset | alpha | accuracy mean ± std | seeds |", "|---|---|---|---|"]
-    for d in dss:
-        for a, mean, std, n in ablation_rows(snap, d):
-            md.append(f"| {DATASET_TITLES.get(d, d)} | {a} | {_fmt(mean)} ± {_fmt(std)} | {n} |")
-    md.append("")
+    from lmmreg.study import study_markdown  # the regime study; the alpha ablation is one of its variables
+
+    md += study_markdown(snap, params, classes)
     if snap.missing:
         md += ["## Missing runs", "", "No finished MLflow run of the current configuration for:", ""]
         md += [f"- {m}" for m in snap.missing] + [""]
@@ -479,7 +481,7 @@ def plot_fig2(snap: Snapshot, params: Params, out_png: Path, out_svg: Path) -> N
             if not curves or len({len(c) for c in curves}) != 1:
                 continue
             c = np.stack(curves)
-            x = np.arange(1, c.shape[1] + 1)
+            x = np.array([e for e, _ in snap.histories[runs[0]["run_id"]]])  # evaluated epochs (sparse under shots)
             ax.plot(x, c.mean(0), color=color, label=f"{METHOD_TITLES[m]} (n={len(runs)})")
             ax.fill_between(x, c.mean(0) - c.std(0), c.mean(0) + c.std(0), color=color, alpha=0.2, linewidth=0)
         demo = params.source(d).layout == "demo"
@@ -491,31 +493,6 @@ def plot_fig2(snap: Snapshot, params: Params, out_png: Path, out_svg: Path) -> N
     fig.tight_layout()
     fig.savefig(out_png, dpi=120)
     fig.savefig(out_svg, metadata={"Date": None})
-    plt.close(fig)
-
-
-def plot_ablation(snap: Snapshot, params: Params, out_png: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for d in params.datasets:
-        rows = [(float(a), m, s) for a, m, s, _ in ablation_rows(snap, d) if "finetune" not in a and float(a) > 0]
-        if rows:
-            a, m, s = map(np.array, zip(*rows, strict=True))
-            ax.errorbar(a, m, yerr=s, marker="o", capsize=3, label=DATASET_TITLES.get(d, d))
-        base = [r["reported_test_acc"] for r in _cell_runs(snap, d, "finetune")]
-        if base:
-            ax.axhline(float(np.mean(base)), linestyle="--", linewidth=1, color="grey")
-    ax.set_xscale("log")
-    ax.set_xlabel("alpha (dashed: alpha = 0, the baseline)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=120)
     plt.close(fig)
 
 
@@ -532,4 +509,6 @@ def build_report(snap: Snapshot, params: Params, classes: dict[str, list[str]], 
             for c, a, b, x in per_class_delta(snap, d, classes.get(d, [])):
                 f.write(f"{d},\"{c}\",{a:.4f},{b:.4f},{x:.4f}\n")
     plot_fig2(snap, params, out / "fig2.png", out / "fig2.svg")
-    plot_ablation(snap, params, out / "alpha_ablation.png")
+    from lmmreg.study import write_study
+
+    write_study(snap, params, classes, out / "study")

@@ -58,3 +58,19 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     if len(a) == 0:
         return float("nan"), float("nan")
     return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
+
+
+def paired_bootstrap_delta(correct_a: np.ndarray, correct_b: np.ndarray, *, n_boot: int, ci: float,
+                           seed: int = 0) -> tuple[float, float, float]:
+    """Δ = accuracy(a) − accuracy(b) in points, with a paired percentile bootstrap interval over test images.
+
+    `correct_a`, `correct_b` are [S, N] bool (S paired seeds, N test images, the same images in both): each
+    resample draws images, keeps their pairing, and averages over seeds."""
+    d = (correct_a.astype(np.float64) - correct_b.astype(np.float64)).mean(axis=0) * 100.0  # [N]
+    delta = float(d.mean()) if len(d) else float("nan")
+    if n_boot == 0 or len(d) == 0:
+        return delta, float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    boots = d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1)
+    lo, hi = np.quantile(boots, [(1 - ci) / 2, 1 - (1 - ci) / 2])
+    return delta, float(lo), float(hi)

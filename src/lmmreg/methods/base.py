@@ -208,7 +208,8 @@ def quiet(ctx: RunContext, desc: str) -> RunContext:
 
 def with_epochs(cfg: TrainConfig, *, epochs: int, batch_size: int) -> TrainConfig:
     """A baseline's own epochs and batch size in the engine; it always reports the last epoch (never test-picked)."""
-    return dataclasses.replace(cfg, epochs=epochs, batch_size=batch_size, report_epoch="last")
+    # budget "epochs": a baseline keeps its own recipe, whatever step budget the paper's methods get in few-shot
+    return dataclasses.replace(cfg, epochs=epochs, batch_size=batch_size, report_epoch="last", budget="epochs")
 
 
 @dataclass

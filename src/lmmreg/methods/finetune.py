@@ -10,6 +10,7 @@ import copy
 
 from lmmreg.encoders import EmbeddingClassifier
 from lmmreg.engine import FitResult, fit
+from lmmreg.heads import init_head
 from lmmreg.methods.base import MethodInputs, RunContext, register
 
 
@@ -17,6 +18,7 @@ def _finetune(inp: MethodInputs, ctx: RunContext, alpha: float) -> FitResult:
     n_classes, dim = inp.centroids.shape
     views = inp.train_views()
     model = EmbeddingClassifier(copy.deepcopy(inp.tail), dim, n_classes)
+    init_head(model, ctx.cfg.head_init, class_text=inp.class_text, centroids=inp.centroids, train_in=inp.train_feat)
     return fit(model, train_x=inp.train_feat if views is None else views, train_y=inp.train_y,
                test_x=inp.test_feat, test_y=inp.test_y, centroids=inp.centroids, alpha=alpha, cfg=ctx.cfg,
                seed=ctx.seed, device=ctx.device, on_epoch=ctx.on_epoch, views=views is not None, desc=ctx.desc)

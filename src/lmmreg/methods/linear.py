@@ -11,6 +11,7 @@ from torch import nn
 
 from lmmreg.encoders import EmbeddingClassifier
 from lmmreg.engine import FitResult, fit
+from lmmreg.heads import init_head
 from lmmreg.methods.base import MethodInputs, RunContext, frozen_embeddings, register
 
 
@@ -18,6 +19,8 @@ def _fit_head(train_x: torch.Tensor, test_x: torch.Tensor, views: bool, inp: Met
               ctx: RunContext) -> FitResult:
     n_classes = inp.centroids.shape[0] if inp.centroids is not None else int(inp.train_y.max()) + 1
     model = EmbeddingClassifier(nn.Identity(), test_x.shape[-1], n_classes)
+    init_head(model, ctx.cfg.head_init, class_text=inp.class_text, centroids=inp.centroids,
+              train_in=train_x.flatten(0, -2))
     return fit(model, train_x=train_x, train_y=inp.train_y, test_x=test_x, test_y=inp.test_y, centroids=None,
                alpha=0.0, cfg=ctx.cfg, seed=ctx.seed, device=ctx.device, on_epoch=ctx.on_epoch, views=views,
                desc=ctx.desc)

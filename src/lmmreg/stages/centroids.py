@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from lmmreg.artifacts import Artifact, load_artifact, save_artifact
+from lmmreg.centroids import compute_centroids, description_owners
 from lmmreg.cli import run_stage, stage_parser
 from lmmreg.config import Params
 from lmmreg.data.manifest import load_manifest
@@ -24,28 +25,11 @@ from lmmreg.data.manifest import load_manifest
 log = logging.getLogger(__name__)
 
 
-def compute_centroids(emb: torch.Tensor, labels: torch.Tensor, is_train: torch.Tensor,
-                      classes: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """C_l = mean of the description embeddings t_i^j of training images with label l. [C, D], counts [C]."""
-    if not (len(emb) == len(labels) == len(is_train)):
-        raise ValueError(f"{len(emb)} embeddings, {len(labels)} labels, {len(is_train)} split flags: not aligned")
-    e, y = emb[is_train], labels[is_train]
-    if len(y) and not (0 <= int(y.min()) and int(y.max()) < len(classes)):
-        raise ValueError(f"labels outside 0..{len(classes) - 1} (classes.json lists {len(classes)} classes)")
-    counts = torch.bincount(y, minlength=len(classes))
-    empty = [classes[c] for c in range(len(classes)) if counts[c] == 0]
-    if empty:
-        raise ValueError(f"no training descriptions for class(es) {empty}: cannot form their centroids (Eq. 1); "
-                         "check the describe output and the train split of these classes")
-    sums = torch.zeros(len(classes), emb.shape[1], dtype=emb.dtype).index_add_(0, y, e)
-    return sums / counts[:, None].to(emb.dtype), counts
-
-
 def main(params: Params, *, manifest: Path, text: Path, out: Path) -> None:
     records, classes = load_manifest(manifest)
     desc = load_artifact(text / "descriptions.pt")
     split_of = {r.id: r.split for r in records}
-    owners = [i.rsplit("#", 1)[0] for i in desc.ids]
+    owners = description_owners(desc)
     unknown = sorted(set(owners) - set(split_of))
     if unknown:
         raise KeyError(f"{text / 'descriptions.pt'}: images not in {manifest}: {unknown[:3]} (re-run dvc repro)")

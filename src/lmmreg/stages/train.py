@@ -1,6 +1,7 @@
 """Stage `train@<dataset>`: every method of `train.methods` for every seed, on the cached features;
 one MLflow child run per (method, seed) under a parent run for the dataset, which gets the mean test
 accuracy per method and the best method's classifier as a registered model (`lmmreg-<dataset>@champion`).
+Under `train.shots: K` each seed trains on its own K-shot subset (lmmreg.shots), logged as `shots.json`.
 
     python -m lmmreg.stages.train --dataset demo --manifest data/prepared/demo --features data/features/demo.pt \
         --text data/text/demo --centroids data/centroids/demo.pt --models models/demo \
@@ -9,6 +10,7 @@ accuracy per method and the best method's classifier as a registered model (`lmm
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import tempfile
@@ -24,14 +26,18 @@ from lmmreg.config import Params, to_dict
 from lmmreg.data.manifest import load_manifest, manifest_digest
 from lmmreg.describe.setting import setting_hash
 from lmmreg.encoders import VisionTail, build_clip
-from lmmreg.identity import baseline_settings, method_alpha, run_identity
-from lmmreg.methods import MethodInputs, run_method
+from lmmreg.engine import budget_schedule
+from lmmreg.identity import baseline_settings, method_alpha, run_identity, study_id, study_point
+from lmmreg.methods import MethodInputs, get_method, run_method
+from lmmreg.shots import few_shot_inputs, total_steps
 from lmmreg.stats import compactness, mean_std
 
 log = logging.getLogger(__name__)
 
 
-def load_inputs(params: Params, *, features: Path, text: Path, centroids: Path) -> tuple[MethodInputs, list[str]]:
+def load_inputs(params: Params, *, features: Path, text: Path,
+                centroids: Path) -> tuple[MethodInputs, list[str], list[str]]:
+    """The method inputs, the test image ids and the train image ids (rows in the order of the inputs)."""
     feats = load_artifact(features)
     image_mean = load_artifact(text / "image_mean.pt")
     check_aligned(feats, image_mean, names=(str(features), str(text / "image_mean.pt")))
@@ -52,20 +58,26 @@ def load_inputs(params: Params, *, features: Path, text: Path, centroids: Path) 
                           train_aug=feats.tensors["aug"][~test] if "aug" in feats.tensors else None,
                           classnames=list(class_text.ids), clip_model=model, tokenizer=tokenizer,
                           logit_scale=model.logit_scale.exp().item())
-    return inputs, [i for i, t in zip(feats.ids, test.tolist(), strict=True) if t]
+    split = test.tolist()
+    return inputs, [i for i, t in zip(feats.ids, split, strict=True) if t], \
+        [i for i, t in zip(feats.ids, split, strict=True) if not t]
 
 
-def write_curves(curves: list[dict], path: Path, *, epochs: int) -> None:
-    """Per-epoch test accuracy, mean over seeds, one column per method trained for `train.epochs` epochs (for
+def write_curves(curves: list[dict], path: Path, *, methods: list[str]) -> None:
+    """Per-epoch test accuracy, mean over seeds, one column per method of `methods` trained with `train:` (for
     `dvc plots show`; zero-shot has one point, the baselines their own epoch budgets)."""
     by_method: dict[str, dict[int, list[float]]] = {}
     for c in curves:
         by_method.setdefault(c["method"], {}).setdefault(c["epoch"], []).append(c["test_acc"])
-    methods = [m for m, v in by_method.items() if len(v) == epochs and epochs > 1]
+    # Evaluated epochs of the methods trained for `train.epochs` (every few epochs when a step budget stretches a
+    # few-shot run); zero-shot has one point, the baselines their own budgets.
+    trained = [m for m, v in by_method.items() if m in methods and len(v) > 1]
+    epochs_seen = sorted(set().union(*(set(by_method[m]) for m in trained))) if trained else []
+    methods = [m for m in trained if sorted(by_method[m]) == epochs_seen]
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w") as f:
         f.write(",".join(["epoch", *methods]) + "\n")
-        for e in range(1, epochs + 1):
+        for e in epochs_seen:
             f.write(",".join([str(e), *(f"{sum(by_method[m][e]) / len(by_method[m][e]):.4f}" for m in methods)]) + "\n")
 
 
@@ -79,6 +91,14 @@ def run_params(params: Params, dataset: str) -> dict:
     describe = to_dict(params.describe)
     return {"alpha": params.alpha, "seeds": params.seeds, "train": to_dict(params.train), "clip": to_dict(params.clip),
             "describe": {k: describe[k] for k in DESCRIBE_KEYS}, "sources": {dataset: to_dict(params.source(dataset))}}
+
+
+def reg_ce_ratios(history: list[dict], alpha: float | None) -> dict[str, float]:
+    """alpha * J_reg / J_ce over the first and the last evaluated epoch: how much the regulariser weighs."""
+    if alpha is None or "train_reg" not in history[0]:
+        return {}
+    return {f"reg_ce_ratio_{name}": alpha * row["train_reg"] / row["train_ce"] if row["train_ce"] > 0 else float("nan")
+            for name, row in (("first", history[0]), ("last", history[-1]))}
 
 
 def log_champion(logger: tracking.RunLogger, params: Params, summary: dict, *, dataset: str, manifest: Path,
@@ -119,14 +139,24 @@ def log_champion(logger: tracking.RunLogger, params: Params, summary: dict, *, d
 
 def main(params: Params, *, dataset: str, manifest: Path, features: Path, text: Path, centroids: Path,
          models: Path, metrics: Path, plots: Path, device: str = "cpu", log_model: bool = True) -> dict:
-    inputs, test_ids = load_inputs(params, features=features, text=text, centroids=centroids)
+    inputs, test_ids, train_ids = load_inputs(params, features=features, text=text, centroids=centroids)
     digest = manifest_digest(manifest)
+    _, classes = load_manifest(manifest)
+    # budget: steps gives every K the optimiser steps of the full-data run (lmmreg.engine.budget_schedule).
+    cfg = params.train if params.train.budget == "epochs" else \
+        dataclasses.replace(params.train, steps=total_steps(params.train, len(train_ids)))
+    desc = load_artifact(text / "descriptions.pt") if params.train.shots != "all" else None
+    seed_inputs: dict[int, tuple[MethodInputs, list[str]]] = {}  # the K-shot subset of each seed, for every method
+    point = study_point(params)
     shared = run_params(params, dataset)
     changes = tracking.changed_params(shared, tracking.committed_params())
     # What every run of this invocation shares (the setting hash reads the imported file for `file`: once).
-    shared_tags = {"lmmreg.data_digest": digest, "lmmreg.describe_setting": setting_hash(params.describe)}
+    shared_tags = {"lmmreg.data_digest": digest, "lmmreg.describe_setting": setting_hash(params.describe),
+                   "lmmreg.study_id": study_id(params, dataset=dataset, data_digest=digest),
+                   "lmmreg.point": json.dumps(point, sort_keys=True)}
     child_params = {**{k: v for k, v in shared.items() if k != "seeds"},
-                    "train": {k: v for k, v in shared["train"].items() if k != "methods"}, "dataset": dataset}
+                    "train": {k: v for k, v in shared["train"].items() if k != "methods"}, "dataset": dataset,
+                    "describe_noise": point["describe_noise"]}
     models.mkdir(parents=True, exist_ok=True)
     summary: dict = {}
     curves: list[dict] = []
@@ -138,20 +168,30 @@ def main(params: Params, *, dataset: str, manifest: Path, features: Path, text: 
             alpha = method_alpha(method, params.alpha)
             runs = {}
             for seed in params.seeds:
-                res = run_method(method, inputs, alpha=params.alpha, cfg=params.train, seed=seed, device=device,
+                if seed not in seed_inputs:
+                    seed_inputs[seed] = few_shot_inputs(inputs, params.train, seed=seed, train_ids=train_ids,
+                                                        desc=desc, classes=classes)
+                inp, shot_ids = seed_inputs[seed]
+                res = run_method(method, inp, alpha=params.alpha, cfg=cfg, seed=seed, device=device,
                                  desc=f"{dataset} {method} s{seed}", baselines=params.baselines)
                 accs = [row["test_acc"] for row in res.history]
                 comp = compactness(res.final.emb.numpy(), inputs.test_y.numpy())
+                engine_trained = "train" in get_method(method).settings
                 final = {"final_test_acc": accs[-1], "best_test_acc": max(accs), "reported_test_acc": res.final.acc,
-                         "reported_epoch": res.reported_epoch, **comp,
+                         "reported_epoch": res.reported_epoch, "n_train_images": len(shot_ids),
+                         "train_steps": budget_schedule(cfg, len(shot_ids))[2] if engine_trained else 0, **comp,
+                         **reg_ce_ratios(res.history, method_alpha(method, params.alpha)),
                          **{f"chosen_{k}": float(v) for k, v in res.chosen.items()}}  # picked on validation
                 params_ = {**child_params, "method": method, "seed": seed, "alpha": "none" if alpha is None else alpha,
                            **baseline_settings(params, method)}
                 tags = {**shared_tags, "lmmreg.dataset": dataset, "lmmreg.method": method, "lmmreg.seed": str(seed),
                         "lmmreg.config_id": ident["config_id"], "lmmreg.ablation_id": ident["ablation_id"],
-                        "lmmreg.alpha": ident["alpha"], "lmmreg.demo": str(params.source(dataset).layout == "demo")}
+                        "lmmreg.alpha": ident["alpha"], "lmmreg.demo": str(params.source(dataset).layout == "demo"),
+                        }
                 preds = {"ids": test_ids, "labels": inputs.test_y.tolist(), "preds": res.final.preds.tolist()}
                 artifacts = {"predictions.json": preds}
+                if params.train.shots != "all":
+                    artifacts["shots.json"] = {"shots": params.train.shots, "seed": seed, "ids": shot_ids}
                 if res.state_dict:
                     artifacts["head.pt"] = res.state_dict
                     torch.save(res.state_dict, models / f"{method}_s{seed}.pt")
@@ -179,7 +219,7 @@ def main(params: Params, *, dataset: str, manifest: Path, features: Path, text: 
     }, indent=1) + "\n")
     (models / "runs.json").write_text(json.dumps({"parent_run_id": logger.parent_id, "methods": summary,
                                                   "model": champion}, indent=1))
-    write_curves(curves, plots, epochs=params.train.epochs)
+    write_curves(curves, plots, methods=[m for m in params.train.methods if "train" in get_method(m).settings])
     log.info("compare the runs: %s", tracking.set_view_state(list(params.train.methods)))
     return summary
 

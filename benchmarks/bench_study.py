@@ -1,0 +1,179 @@
+"""Run the default regime study (configs/study.yaml) on the demo with DVC, timing every point; `make study`.
+
+    python benchmarks/bench_study.py                    # the whole study: dvc repro, one `dvc exp run` per point,
+                                                        # then the report; timings -> reports/bench_study.md
+    python benchmarks/bench_study.py --reduced          # two values per variable and block: a timing that is
+                                                        # extrapolated (and labelled so) to the whole grid
+    python benchmarks/bench_study.py --dry-run          # print the experiments, run nothing
+
+Each point is a workspace experiment, `dvc exp run -S key=value ... train`, setting every study key of the grid
+(so no value leaks from the previous point), and DVC re-runs only what its params touch: shots, alpha, normalize,
+reg_reduction and head_init re-run `train`; a description-noise change re-runs describe, embed_text, centroids
+and train. Points are ordered by noise so the LMM is asked again once per noise value. At the end params.yaml is
+restored and `dvc repro` rebuilds the report (the unchanged stages come back from DVC's run-cache), whose regime
+study then covers every point. Torch runs single-threaded unless OMP_NUM_THREADS is set: on a shared 2-core
+machine two threads made the demo's train stage 11x slower (279 s against 25 s), and the tiny matrices gain
+nothing from a second thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import itertools
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _get(raw: dict, key: str):
+    node = raw
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def _yaml_value(v) -> str:
+    return json.dumps(v) if isinstance(v, (bool, int, float)) else str(v)
+
+
+def expand(grid_file: Path, params: dict, *, reduced: bool) -> tuple[list[dict], list[str]]:
+    """Every point of every block (each point sets all keys the grid names), deduplicated, baseline dropped,
+    ordered by description noise (the baseline's first)."""
+    blocks = yaml.safe_load(grid_file.read_text())["blocks"]
+    keys = list(dict.fromkeys(k for b in blocks for k in b["grid"]))
+    base = {k: _get(params, k) for k in keys}
+    points: list[dict] = []
+    for b in blocks:
+        names = list(b["grid"])
+        values = [b["grid"][k][:2] if reduced else b["grid"][k] for k in names]
+        for combo in itertools.product(*values):
+            p = {**base, **dict(zip(names, combo, strict=True))}
+            if p != base and p not in points:
+                points.append(p)
+    noise = "describe.options.noise"
+    if noise in keys:
+        order = list(dict.fromkeys([base[noise], *(p[noise] for p in points)]))
+        points.sort(key=lambda p: order.index(p[noise]))
+    return points, keys
+
+
+def _run(cmd: list[str], env: dict) -> tuple[float, list[str], str]:
+    t = time.perf_counter()
+    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    out = res.stdout + res.stderr
+    if res.returncode != 0:
+        sys.stderr.write(out[-4000:])
+        raise SystemExit(f"{' '.join(cmd)} failed (exit {res.returncode})")
+    return wall, re.findall(r"Running stage '([^']+)'", out), out
+
+
+def _machine() -> str:
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        cpu = platform.processor() or "unknown CPU"
+    return f"{cpu}, {os.cpu_count()} logical cores; Python {platform.python_version()}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--grid", type=Path, default=ROOT / "configs/study.yaml")
+    ap.add_argument("--out", type=Path, default=ROOT / "reports/bench_study.md")
+    ap.add_argument("--reduced", action="store_true", help="two values per variable per block, extrapolated")
+    ap.add_argument("--dry-run", action="store_true")
+    args = ap.parse_args()
+    params_path = ROOT / "params.yaml"
+    original = params_path.read_text()
+    params = yaml.safe_load(original)
+    points, keys = expand(args.grid, params, reduced=args.reduced)
+    full, _ = expand(args.grid, params, reduced=False)
+    targets = [f"train@{d}" for d in params["datasets"]]
+
+    def command(p: dict) -> list[str]:
+        return ["dvc", "exp", "run", *itertools.chain.from_iterable(("-S", f"{k}={_yaml_value(v)}") for k, v in
+                                                                   p.items()), *targets]
+
+    if args.dry_run:
+        for p in points:
+            print(" ".join(command(p)))
+        print(f"# {len(points)} experiments besides the baseline ({len(full)} in the whole grid)")
+        return
+    env = {**os.environ}
+    # Some sandboxes set this; then every stage process recompiles mlflow, sklearn and torch from source (about
+    # 10 s per process on a busy 2-core machine). A fresh clone writes the bytecode once, as Python does.
+    no_bytecode = env.pop("PYTHONDONTWRITEBYTECODE", None) is not None
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env.setdefault("MKL_NUM_THREADS", env["OMP_NUM_THREADS"])
+    load0, started = os.getloadavg()[0], dt.datetime.now(dt.timezone.utc)
+    rows = []
+    subprocess.run([sys.executable, "-m", "lmmreg.tracking", "init"], cwd=ROOT, env=env, check=True,
+                   capture_output=True)
+    wall, stages, _ = _run(["dvc", "repro"], env)
+    rows.append(("baseline: dvc repro", stages, wall))
+    print(f"baseline {wall:.0f} s: {', '.join(stages) or 'nothing changed'}", flush=True)
+    try:
+        for i, p in enumerate(points, 1):
+            wall, stages, _ = _run(command(p), env)
+            label = ", ".join(f"{k}={_yaml_value(v)}" for k, v in p.items() if v != _get(params, k))
+            rows.append((label, stages, wall))
+            print(f"[{i}/{len(points)}] {label}: {wall:.0f} s ({', '.join(stages) or 'restored'})", flush=True)
+    finally:
+        params_path.write_text(original)
+    wall, stages, _ = _run(["dvc", "repro"], env)
+    rows.append(("report: params.yaml restored, dvc repro", stages, wall))
+    total = sum(r[2] for r in rows)
+    load1 = os.getloadavg()[0]
+
+    def kind(stages: list[str]) -> str:
+        return "re-describe" if any(s.startswith("describe@") for s in stages) else "train only"
+
+    by_kind: dict[str, list[float]] = {}
+    for _, stages, w in rows[1:-1]:
+        by_kind.setdefault(kind(stages), []).append(w)
+    md = [f"## Regime study benchmark, {started:%Y-%m-%dT%H:%M:%S}Z", "",
+          f"`python benchmarks/bench_study.py{' --reduced' if args.reduced else ''}` (grid {args.grid.name}, "
+          f"OMP_NUM_THREADS={env['OMP_NUM_THREADS']}), from a clean checkout: nothing cached, empty MLflow store"
+          f"{' (PYTHONDONTWRITEBYTECODE dropped for the stages)' if no_bytecode else ''}.",
+          "", f"Machine: {_machine()}. Load average (1 min) {load0:.1f} at the start, {load1:.1f} at the end "
+          "(other jobs shared the cores when it is above the core count).", "",
+          f"**{'Measured (reduced grid)' if args.reduced else 'Measured (whole grid)'}: {len(points)} experiments "
+          f"besides the baseline, {total / 60:.1f} min in all.**", ""]
+    if args.reduced:
+        kinds_full: dict[str, int] = {}
+        prev = _get(params, "describe.options.noise") if "describe.options.noise" in keys else None
+        for p in full:  # in run order, a point re-describes when its noise differs from the previous point's
+            k = "re-describe" if prev is not None and p.get("describe.options.noise", prev) != prev else "train only"
+            prev = p.get("describe.options.noise", prev)
+            kinds_full[k] = kinds_full.get(k, 0) + 1
+        mean = {k: sum(v) / len(v) for k, v in by_kind.items()}
+        fallback = mean.get("train only", max(mean.values(), default=0.0))
+        est = rows[0][2] + rows[-1][2] + sum(n * mean.get(k, fallback) for k, n in kinds_full.items())
+        md += [f"**Extrapolated, not measured: the whole grid ({len(full)} experiments: "
+               + ", ".join(f"{n} {k}" for k, n in sorted(kinds_full.items()))
+               + ") at the measured mean per kind of point ("
+               + ", ".join(f"{k} {m:.0f} s" for k, m in sorted(mean.items()))
+               + f"), plus the baseline and the final report: ≈ {est / 60:.1f} min.**", ""]
+    md += ["| step | stages DVC ran | seconds |", "|---|---|---|"]
+    md += [f"| {label} | {', '.join(stages) or '(restored from run-cache)'} | {w:.0f} |" for label, stages, w in rows]
+    md.append("")
+    header = "# Regime study benchmark\n\nWritten by `benchmarks/bench_study.py` (`make study`).\n\n"
+    old = args.out.read_text() if args.out.is_file() else header
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(old.rstrip("\n") + "\n\n" + "\n".join(md))
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()

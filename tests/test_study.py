@@ -1,0 +1,120 @@
+"""The regime study on a hand-built snapshot whose answer is known: accuracies, Δ, McNemar, the fidelity line,
+and the same tables again from the snapshot files."""
+
+import json
+import math
+
+import pytest
+
+from lmmreg.config import parse_params
+from lmmreg.identity import study_point
+from lmmreg.report import Snapshot, read_snapshot, write_snapshot
+from lmmreg.study import closing_note, fidelity, slice_rows, study_markdown, study_slices, varying, write_study
+from tests.conftest import small_raw_params
+
+N_TEST = 20
+N_CLASSES = 4
+
+
+@pytest.fixture
+def params():
+    return parse_params(small_raw_params(**{"report.bootstrap": 200}))
+
+
+def _snapshot(params) -> Snapshot:
+    """Two seeds per cell; a method at a point is right on its first `k` test images (accuracy 5k %).
+
+    shots slice (alpha 0.01): zero_shot 60 %, linear_probe 40 / 80 / 90 % at 1 / 2 / all shots, finetune 50 %,
+    lmm_reg 70 % (Δ = +20: lmm_reg right on 4 images finetune gets wrong, never the reverse).
+    alpha slice (shots all): lmm_reg at alpha 1.0 is 30 % (Δ = -20)."""
+    base = study_point(params)
+    plan = {  # (alpha, shots): {method: images right}
+        ("0.01", "1"): {"zero_shot": 12, "linear_probe": 8, "finetune": 10, "lmm_reg": 14},
+        ("0.01", "2"): {"zero_shot": 12, "linear_probe": 16, "finetune": 10, "lmm_reg": 14},
+        ("0.01", "all"): {"zero_shot": 12, "linear_probe": 18, "finetune": 10, "lmm_reg": 14},
+        ("1.0", "all"): {"zero_shot": 12, "linear_probe": 18, "finetune": 10, "lmm_reg": 6},
+    }
+    runs, preds, hist = [], {}, {}
+    labels = [i % N_CLASSES for i in range(N_TEST)]
+    for (alpha, shots), methods in plan.items():
+        point = {**base, "alpha": alpha, "shots": shots}
+        role = "current" if point == base else "study"
+        for method, k in methods.items():
+            for seed in (0, 1):
+                rid = f"{method}-{alpha}-{shots}-s{seed}"
+                p = [y if i < k else (y + 1) % N_CLASSES for i, y in enumerate(labels)]
+                preds[rid] = {"ids": [f"t{i}" for i in range(N_TEST)], "labels": labels, "preds": p}
+                hist[rid] = [(1, 5.0 * k)]
+                runs.append({"dataset": "demo", "method": method, "seed": seed, "alpha": alpha, "role": role,
+                             "run_id": rid, "config_id": f"c-{method}-{alpha}-{shots}", "ablation_id": "a",
+                             "reported_test_acc": 5.0 * k, "final_test_acc": 5.0 * k, "best_test_acc": 5.0 * k,
+                             "reported_epoch": 1, "intra_inter_ratio": 0.5, "silhouette": 0.1, "demo": "True",
+                             "point": json.dumps(point, sort_keys=True),
+                             "n_train_images": N_CLASSES * (int(shots) if shots != "all" else 8), "train_steps": 30,
+                             "reg_ce_ratio_first": 2.0 if method == "lmm_reg" else math.nan,
+                             "reg_ce_ratio_last": 1.0 if method == "lmm_reg" else math.nan})
+    return Snapshot(runs, hist, preds, [])
+
+
+def _by(rows, value, method):
+    (r,) = [r for r in rows if r["value"] == value and r["method"] == method]
+    return r
+
+
+def test_study_tables_have_the_known_answer(params):
+    snap = _snapshot(params)
+    current = study_point(params)
+    assert varying(snap, "demo") == ["alpha", "shots"]
+
+    (shots,) = study_slices(snap, "demo", "shots", current)  # alpha 1.0 has a single shots value: no slice
+    assert shots.current and shots.values == ["1", "2", "all"]
+    rows = slice_rows(snap, shots, params)
+    assert _by(rows, "2", "linear_probe")["mean"] == pytest.approx(80.0)
+    assert _by(rows, "1", "zero_shot")["mean"] == pytest.approx(60.0) and _by(rows, "1", "zero_shot")["n"] == 2
+    assert _by(rows, "all", "lmm_reg")["reg_ce_first"] == 2.0 and _by(rows, "all", "lmm_reg")["reg_ce_last"] == 1.0
+    lm = _by(rows, "all", "lmm_reg")
+    assert lm["ci_lo"] <= 70.0 <= lm["ci_hi"]
+    d = _by(rows, "all", "delta")
+    assert d["mean"] == pytest.approx(20.0) and d["n"] == 2
+    assert 0 < d["ci_lo"] <= 20.0 <= d["ci_hi"]  # 4 of 20 images flip, always in lmm_reg's favour
+    assert d["p"] == pytest.approx(2 * 0.5 ** 8)  # exact McNemar, 8 discordant pairs (4 per seed), all one way
+
+    # Linear probe 40 % at 1 shot, 80 % at 2: it reaches zero-shot's 60 % half-way in log2, at sqrt(2) shots.
+    fid = fidelity(rows, N_CLASSES)
+    assert fid["zero_shot"] == pytest.approx(60.0) and fid["k"] == pytest.approx(math.sqrt(2))
+
+    alpha_slices = study_slices(snap, "demo", "alpha", current)
+    assert [s.values for s in alpha_slices] == [["0.01", "1.0"]]
+    arows = slice_rows(snap, alpha_slices[0], params)
+    assert _by(arows, "1.0", "delta")["mean"] == pytest.approx(-20.0)
+    assert _by(arows, "1.0", "finetune")["mean"] == pytest.approx(50.0)  # the baseline has no alpha: flat
+
+    note = closing_note(snap, "demo", params)
+    assert "over 4 study points" in note and "beats the baseline (95% interval above 0) at 3" in note
+    assert "loses (interval below 0) at 1" in note and "Δ = -20.00" in note and "alpha = 1.0" in note
+
+
+def test_study_markdown_and_files_rebuild_from_the_snapshot(params, tmp_path):
+    snap = _snapshot(params)
+    classes = {"demo": [f"c{i}" for i in range(N_CLASSES)]}
+    md = "\n".join(study_markdown(snap, params, classes))
+    assert "### Demo (synthetic): shots per class, at the current configuration" in md
+    assert "### Demo (synthetic): alpha (the alpha ablation), at the current configuration" in md
+    assert "| 2 | 60.00 ± 0.00" in md and "(n=2)" in md
+    assert "+20.00 [" in md and "2 → 1" not in md and "2.000 → 1.000" in md
+    assert "at ≈ 1.4 shots per class" in md
+    assert "| Demo (synthetic) | lmm_reg | 2.000 | 1.000 |" in md  # the current configuration's reg/CE
+    write_study(snap, params, classes, tmp_path / "a")
+    assert (tmp_path / "a/shots.png").stat().st_size > 0 and (tmp_path / "a/alpha.png").stat().st_size > 0
+    write_snapshot(snap, tmp_path / "snap")
+    again = read_snapshot(tmp_path / "snap")
+    assert "\n".join(study_markdown(again, params, classes)) == md
+    write_study(again, params, classes, tmp_path / "b")
+    assert (tmp_path / "a/study.csv").read_bytes() == (tmp_path / "b/study.csv").read_bytes()
+
+
+def test_no_varying_variable_says_how_to_run_the_study(params):
+    snap = _snapshot(params)
+    snap.runs = [r for r in snap.runs if r["role"] == "current"]
+    md = "\n".join(study_markdown(snap, params, {"demo": []}))
+    assert "No study variable varies" in md and "make study" in md
