@@ -169,7 +169,7 @@ def test_shots_reach_mlflow_and_the_logged_subset(small_params, mlflow_root):
     split = {r[header.index("id")]: (r[header.index("split")], r[header.index("label")]) for r in manifest[1:]}
     subsets = {}
     for r in runs:
-        assert r["params"]["shots"] == "2" and r["params"]["budget"] == "steps"
+        assert r["params"]["train.shots"] == "2" and r["params"]["train.budget"] == "steps"
         assert json.loads(r["tags"]["lmmreg.point"])["shots"] == "2"
         assert r["metrics"]["n_train_images"] == 2 * params.demo.n_classes
         # The full-data run's steps: epochs x ceil(train images / batch), whatever the shots.
@@ -181,5 +181,5 @@ def test_shots_reach_mlflow_and_the_logged_subset(small_params, mlflow_root):
         assert sorted(split[i][1] for i in shots["ids"]) == sorted([str(c) for c in range(params.demo.n_classes)] * 2)
         subsets[int(r["tags"]["lmmreg.seed"])] = shots["ids"]
     assert subsets[0] != subsets[1]  # drawn per seed
-    ident = run_identity(params, dataset="demo", method="lmm_reg", data_digest=runs[0]["params"]["data_digest"])
+    ident = run_identity(params, dataset="demo", method="lmm_reg", data_digest=runs[0]["tags"]["lmmreg.data_digest"])
     assert runs[0]["tags"]["lmmreg.config_id"] == ident["config_id"]
