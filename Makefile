@@ -43,6 +43,7 @@ test-fast: setup
 bench: setup
 	python benchmarks/bench_clip.py --cpu-epoch-images 16
 	python benchmarks/bench_describe_openai.py
+	python benchmarks/bench_pretrain.py
 
 # One `dvc exp run` per point of configs/study.yaml, then the report (its regime study section and reports/study/).
 study: setup

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import sys
 import time
 from pathlib import Path
@@ -58,7 +59,9 @@ def main() -> None:
     cfg = PretrainConfig(n_images=max(args.render, args.batch))
     lines = [f"## Pretraining benchmark, {dt.datetime.now().isoformat(timespec='seconds')}", "",
              f"`{' '.join([Path(sys.argv[0]).name, *sys.argv[1:]])}` on {machine('cpu')}, {args.threads} threads", "",
-             f"Measured matmul ceiling ({dtype}): **{ceiling / 1e9:,.0f} GFLOP/s**", ""]
+             f"Measured matmul ceiling ({dtype}): **{ceiling / 1e9:,.0f} GFLOP/s**; 1-min load average at the start "
+             f"{os.getloadavg()[0]:.1f} (above the core count, other jobs shared the cores and the ratio holds better "
+             "than the absolute figures)", ""]
     for workers in (0, 2):
         t = time.perf_counter()
         corpus = render_corpus(cfg, stream=TRAIN, n=args.render, demo_seed=0, image_size=64, workers=workers)
