@@ -30,3 +30,21 @@ def test_fill_from_snapshot_takes_only_what_the_store_lacks_of_this_configuratio
     assert n == 2 and sorted(r["run_id"] for r in filled.runs) == ["k1", "k3", "s0"]
     assert filled.missing == ["demo/finetune/seed 0", "demo/finetune/seed 1"]
     assert {"k1", "k3"} <= set(filled.histories) and {"k1", "k3"} <= set(filled.predictions)
+
+
+def test_a_snapshot_from_before_a_column_existed_still_reads(tmp_path):
+    """A kept snapshot written by an older checkout lacks the newer run columns: they read as unknown."""
+    import math
+
+    from lmmreg.report import FLOAT_FIELDS, INT_FIELDS, RUN_FIELDS, read_snapshot
+
+    old = [k for k in RUN_FIELDS if k not in ("n_train_images", "train_steps", "reg_ce_ratio_first",
+                                              "reg_ce_ratio_last", "point")]
+    row = {k: "1" if k in INT_FIELDS else "0.5" if k in FLOAT_FIELDS else "x" for k in old}
+    (tmp_path / "runs.csv").write_text(",".join(old) + "\n" + ",".join(row[k] for k in old) + "\n")
+    (tmp_path / "histories.csv").write_text("run_id,epoch,test_acc\n")
+    (tmp_path / "predictions.jsonl").write_text("")
+    (tmp_path / "missing.json").write_text("[]")
+    (run,) = read_snapshot(tmp_path).runs
+    assert run["n_train_images"] == 0 and run["seed"] == 1 and math.isnan(run["reg_ce_ratio_first"])
+    assert run["point"] == "" and run["reported_test_acc"] == 0.5

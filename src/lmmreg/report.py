@@ -203,11 +203,12 @@ def read_snapshot(folder: Path) -> Snapshot:
     with (folder / "runs.csv").open(newline="") as f:
         runs = []
         for r in csv.DictReader(f):
-            r = dict(r)
+            # A snapshot written before a column existed (an older checkout's, a teammate's) reads as unknown there.
+            r = {k: "" for k in RUN_FIELDS} | {k: v for k, v in r.items() if v is not None}
             for k in INT_FIELDS:
-                r[k] = int(r[k])
+                r[k] = int(r[k]) if r[k] != "" else 0
             for k in FLOAT_FIELDS:
-                r[k] = float(r[k])
+                r[k] = float(r[k]) if r[k] != "" else float("nan")
             runs.append(r)
     histories: dict[str, list[tuple[int, float]]] = {}
     with (folder / "histories.csv").open(newline="") as f:
