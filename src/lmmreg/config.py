@@ -215,8 +215,9 @@ class LinearProbeLbfgsConfig:
 
 @dataclass(frozen=True)
 class BaselinesConfig:
-    # Share of each class's training images held out to search hyper-parameters (full data); with K shots the
-    # split is min(K, 4) per class instead (CoOp's rule), see lmmreg.validation.holdout_split.
+    # Share of each class's training images held out to search hyper-parameters. Under train.shots: K the
+    # baselines are given the K shots only, so the share is cut from them (CoOp's min(K, 4) from outside the
+    # shots is lmmreg.validation.holdout_split(shots=K, train_idx=...), not yet wired into the train stage).
     val_fraction: float = 0.2
     prolip: ProLIPConfig = field(default_factory=ProLIPConfig)
     gda: GDAConfig = field(default_factory=GDAConfig)

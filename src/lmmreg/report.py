@@ -374,8 +374,8 @@ def build_tables(snap: Snapshot, params: Params, classes: dict[str, list[str]],
            "classes, source table); compare them with the rows above only where the protocol matches. Rows marked "
            "re-run are the field's baselines run by this project on the same cached features, data split, seeds and "
            "test images as the paper's rows, with each method's own published hyper-parameters; anything they "
-           "search is chosen on a validation split held out from train (few-shot: min(K, 4) per class), never on "
-           "test.", ""]
+           "search is chosen on a validation split held out from the training images they are given (few-shot: from "
+           "the K shots themselves), never on test.", ""]
 
     md += ["## Significance: McNemar's test, LMM-Reg. vs baseline (paired, same test images, per seed)", "",
            "| Dataset | seed | only LMM-Reg. right | only baseline right | p (exact, two-sided) |",
