@@ -83,8 +83,8 @@ def _client():
     return MlflowClient(tracking_uri=uri)
 
 
-def init_store() -> str:
-    """Create the store and the experiment once (call before parallel runs); returns the experiment id.
+def init_store(name: str = EXPERIMENT) -> str:
+    """Create the store and the experiment `name` once (call before parallel runs); returns the experiment id.
 
     A file lock serialises the first creation: two queued experiments starting together would otherwise
     both try to create the SQLite schema or the experiment.
@@ -96,16 +96,16 @@ def init_store() -> str:
     lock = FileLock(str(root / ".mlflow.lock")) if uri.startswith("sqlite:") else None
     with lock if lock is not None else contextlib.nullcontext():
         client = _client()
-        exp = client.get_experiment_by_name(EXPERIMENT)
+        exp = client.get_experiment_by_name(name)
         if exp is not None:
             return exp.experiment_id
         location = None
         if uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri:
             location = (root / "mlartifacts").as_uri()
         try:
-            return client.create_experiment(EXPERIMENT, artifact_location=location)
+            return client.create_experiment(name, artifact_location=location)
         except Exception:  # a server: another machine's run created it meanwhile (no lock spans machines)
-            exp = client.get_experiment_by_name(EXPERIMENT)
+            exp = client.get_experiment_by_name(name)
             if exp is None:
                 raise
             return exp.experiment_id
@@ -320,6 +320,26 @@ def _process_start_ms() -> int:
 
 # ------------------------------------------------------------------------------------------ logging
 
+def _log_params(client, run_id: str, params: dict[str, Any]) -> None:
+    """Nested params under their dotted names, in the batches MLflow accepts (100 params a call)."""
+    from mlflow.entities import Param
+
+    items = [Param(k, v[:6000]) for k, v in sorted(flatten_params(params).items())]
+    for i in range(0, len(items), 100):
+        client.log_batch(run_id, params=items[i:i + 100])
+
+
+def _log_metrics(client, run_id: str, history: list[dict], final: dict[str, float], *, step: str) -> None:
+    """One metric per key of each history row at that row's `step`, then the final metrics at step 0."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    metrics = [Metric(k, float(v), now, int(row[step])) for row in history for k, v in row.items() if k != step]
+    metrics += [Metric(k, float(v), now, 0) for k, v in final.items()]
+    for i in range(0, len(metrics), 1000):
+        client.log_batch(run_id, metrics=metrics[i:i + 1000])
+
+
 class RunLogger:
     """Parent run per (dataset, train invocation); a child run per (method, seed).
 
@@ -339,7 +359,7 @@ class RunLogger:
         self.parent = self.client.create_run(self.experiment_id, run_name=run_name or dataset, tags=all_tags)
         self._open = {self.parent_id}
         self.closed = False
-        self._log_params(self.parent_id, params)
+        _log_params(self.client, self.parent_id, params)
         self._old_handlers: dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -364,39 +384,22 @@ class RunLogger:
     def parent_id(self) -> str:
         return self.parent.info.run_id
 
-    def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
-        from mlflow.entities import Param
-
-        flat = flatten_params(params)
-        items = [Param(k, v[:6000]) for k, v in sorted(flat.items())]
-        for i in range(0, len(items), 100):
-            self.client.log_batch(run_id, params=items[i:i + 100])
-
     def log_summary(self, metrics: dict[str, float]) -> None:
         """Metrics of the parent run (the mean test accuracy per method), shown beside the experiment's params."""
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        self.client.log_batch(self.parent_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+        _log_metrics(self.client, self.parent_id, [], metrics, step="epoch")
 
     def log_child(self, *, name: str, params: dict[str, Any], tags: dict[str, str], history: list[dict],
                   final: dict[str, float], artifacts: dict[str, Any]) -> str:
         """One finished (method, seed) run: params, per-epoch metrics, final metrics, JSON/torch artifacts."""
         import torch
-        from mlflow.entities import Metric
 
         run = self.client.create_run(self.experiment_id, run_name=name, tags={
             **context_tags(), **tags, "mlflow.parentRunId": self.parent_id, f"{TAG}kind": "child",
             f"{TAG}dataset": self.dataset, f"{TAG}process": self.owner})
         run_id = run.info.run_id
         self._open.add(run_id)
-        self._log_params(run_id, params)
-        now = int(time.time() * 1000)
-        metrics = [Metric(k, float(v), now, int(row["epoch"])) for row in history for k, v in row.items()
-                   if k != "epoch"]
-        metrics += [Metric(k, float(v), now, 0) for k, v in final.items()]
-        for i in range(0, len(metrics), 1000):
-            self.client.log_batch(run_id, metrics=metrics[i:i + 1000])
+        _log_params(self.client, run_id, params)
+        _log_metrics(self.client, run_id, history, final, step="epoch")
         with tempfile.TemporaryDirectory() as tmp:
             for fname, obj in artifacts.items():
                 path = Path(tmp) / fname
@@ -518,29 +521,12 @@ def log_pretrain_run(*, name: str, params: dict[str, Any], history: list[dict], 
                      tags: dict[str, str], artifacts: list[Path]) -> str:
     """The demo CLIP's pretraining as one run of the `pretrain` experiment: params, per-step curves
     (loss, lr, logit scale, images/s), the evaluation of the trained and the random-init model, files."""
-    import time
-
-    from mlflow.entities import Metric
-
     client = _client()
-    exp = client.get_experiment_by_name(PRETRAIN_EXPERIMENT)
-    if exp is None:
-        uri = tracking_uri()
-        location = (project_root() / "mlartifacts").as_uri() if uri.startswith(("sqlite:", "file:")) else None
-        exp_id = client.create_experiment(PRETRAIN_EXPERIMENT, artifact_location=location)
-    else:
-        exp_id = exp.experiment_id
+    exp_id = init_store(PRETRAIN_EXPERIMENT)
     run = client.create_run(exp_id, run_name=name, tags={**context_tags(), **tags, f"{TAG}kind": "pretrain"})
     run_id = run.info.run_id
-    flat = flatten_params(params)
-    from mlflow.entities import Param
-
-    client.log_batch(run_id, params=[Param(k, v[:6000]) for k, v in sorted(flat.items())])
-    now = int(time.time() * 1000)
-    metrics = [Metric(k, float(v), now, int(row["step"])) for row in history for k, v in row.items() if k != "step"]
-    metrics += [Metric(k, float(v), now, 0) for k, v in final.items()]
-    for i in range(0, len(metrics), 1000):
-        client.log_batch(run_id, metrics=metrics[i:i + 1000])
+    _log_params(client, run_id, params)
+    _log_metrics(client, run_id, history, final, step="step")
     for path in artifacts:
         client.log_artifact(run_id, str(path))
     client.set_terminated(run_id, "FINISHED")
