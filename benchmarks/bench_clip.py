@@ -83,6 +83,14 @@ class PeakMemory:
         return f"RSS {self.peak_rss / gib:.2f} GiB" + (f", CUDA {self.peak_cuda / gib:.2f} GiB" if self.cuda else "")
 
 
+def append_section(path: Path, head: str, text: str) -> None:
+    """Append one run's section to a benchmark report, starting the file with `head` when it is new."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    start = "" if path.exists() else head
+    with path.open("a") as f:
+        f.write(start + text + "\n")
+
+
 def sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -431,10 +439,7 @@ def main() -> None:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     lines += [f"Whole run: peak RSS {peak:.2f} GiB.", ""]
     text = "\n".join(lines)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    head = "" if args.out.exists() else "# Benchmarks\n\nWritten by `benchmarks/bench_clip.py` (`make bench`).\n\n"
-    with args.out.open("a") as f:
-        f.write(head + text + "\n")
+    append_section(args.out, "# Benchmarks\n\nWritten by `benchmarks/bench_clip.py` (`make bench`).\n\n", text)
     print(text)
 
 

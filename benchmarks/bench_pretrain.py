@@ -21,11 +21,11 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_clip import machine, matmul_flops  # noqa: E402
+from bench_clip import append_section, machine, matmul_flops  # noqa: E402
 
 from lmmreg.config import ClipConfig, PretrainConfig  # noqa: E402
 from lmmreg.data.corpus import TRAIN  # noqa: E402
-from lmmreg.encoders import build_clip, encode_text_tokens  # noqa: E402
+from lmmreg.encoders import build_clip, encode_text_tokens, trim_padding  # noqa: E402
 from lmmreg.pretrain import parameter_groups, render_corpus, to_model_input  # noqa: E402
 
 
@@ -73,8 +73,7 @@ def main() -> None:
         model, _, tok = build_clip(ClipConfig(model=name))
         model.train()
         idx = torch.arange(args.batch) % len(corpus.captions)
-        tokens = tok([corpus.captions[i][0] for i in idx.tolist()])
-        tokens = tokens[:, :int((tokens != 0).sum(dim=1).max())]
+        tokens = trim_padding(tok([corpus.captions[i][0] for i in idx.tolist()]))
         images = corpus.images[idx]
         step = step_fn(model, tokens, images)
         counter = FlopCounterMode(display=False)
@@ -91,10 +90,7 @@ def main() -> None:
         lines.append(f"| {name} | {args.batch} | {rate:,.0f} | {per_img / 1e9:.3f} | {rate * per_img / 1e9:,.1f} | "
                      f"{rate * per_img / ceiling:.0%} |")
     text = "\n".join(lines) + "\n"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    head = "" if args.out.exists() else "# Pretraining benchmarks\n\nWritten by `benchmarks/bench_pretrain.py`.\n\n"
-    with args.out.open("a") as f:
-        f.write(head + text + "\n")
+    append_section(args.out, "# Pretraining benchmarks\n\nWritten by `benchmarks/bench_pretrain.py`.\n\n", text)
     print(text)
 
 

@@ -351,6 +351,11 @@ def can_trim_padding(model: nn.Module, tokenizer) -> bool:
             and getattr(model, "text_pool_type", "") in ("argmax", "eos", "first") and _simple_tokenizer(tokenizer))
 
 
+def trim_padding(tokens: torch.Tensor) -> torch.Tensor:
+    """[B, 77] tokens cut to the longest text of the batch ([B, L]); exact where `can_trim_padding` holds."""
+    return tokens[:, :int((tokens != 0).sum(dim=1).max())]
+
+
 def encode_text_tokens(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     """`model.encode_text` for tokens padded to any length L <= context: [B, L] -> [B, D].
 

@@ -29,7 +29,7 @@ from torch import nn
 from lmmreg.config import PretrainConfig
 from lmmreg.data.corpus import CaptionSpec, corpus_item, world_prototypes
 from lmmreg.data.demo import WORDS, vocab
-from lmmreg.encoders import encode_text_tokens
+from lmmreg.encoders import encode_text_tokens, trim_padding
 from lmmreg.progress import progress
 
 log = logging.getLogger(__name__)
@@ -83,13 +83,6 @@ def to_model_input(images: torch.Tensor, model: nn.Module) -> torch.Tensor:
     mean = torch.tensor(pre["mean"]).view(1, 3, 1, 1)
     std = torch.tensor(pre["std"]).view(1, 3, 1, 1)
     return (images.permute(0, 3, 1, 2).float() / 255.0 - mean) / std
-
-
-def tokenize_trimmed(tokenizer, texts: list[str]) -> torch.Tensor:
-    """[N, L] tokens cut to the longest text: exact for CLIP's causal text tower (encoders.can_trim_padding)."""
-    tokens = tokenizer(texts)  # [N, 77]
-    length = int((tokens != 0).sum(dim=1).max())
-    return tokens[:, :length]
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -147,8 +140,7 @@ def train_clip(model: nn.Module, tokenizer, corpus: Corpus, cfg: PretrainConfig,
         idx = order[pos:pos + cfg.batch_size]
         pos += cfg.batch_size
         which = torch.randint(k, (len(idx),), generator=gen)  # one of each image's captions
-        text = tokens[idx * k + which]
-        text = text[:, :int((text != 0).sum(dim=1).max())]  # trimmed padding: exact (causal tower)
+        text = trim_padding(tokens[idx * k + which])  # exact for the causal text tower
         lr = schedule(step)
         ts = time.perf_counter()
         img_f = F.normalize(model.encode_image(to_model_input(corpus.images[idx], model)), dim=-1)
@@ -186,7 +178,7 @@ def encode_images(model: nn.Module, images: torch.Tensor, batch: int = 512) -> t
 
 @torch.inference_mode()
 def encode_prompts(model: nn.Module, tokenizer, texts: list[str], batch: int = 512) -> torch.Tensor:
-    out = [encode_text_tokens(model, tokenize_trimmed(tokenizer, texts[i:i + batch]))
+    out = [encode_text_tokens(model, trim_padding(tokenizer(texts[i:i + batch])))
            for i in range(0, len(texts), batch)]
     return F.normalize(torch.cat(out), dim=-1)
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmmreg.encoders import can_trim_padding, encode_text_embeddings
+from lmmreg.encoders import can_trim_padding, encode_text_embeddings, trim_padding
 from lmmreg.engine import FitResult, cosine_schedule, fit
 from lmmreg.methods.base import MethodInputs, RunContext, frozen_embeddings, register, with_epochs
 
@@ -45,9 +45,7 @@ class PromptLearner(nn.Module):
                 ctx = torch.randn(n_ctx, embedding.weight.shape[1], generator=generator) * 0.02
                 prefix_text = " ".join(["X"] * n_ctx)
             prompts = [f"{prefix_text} {name.replace('_', ' ')}." for name in classnames]
-            tokens = tokenizer(prompts)  # [C, ctx_len]
-            length = int((tokens != 0).sum(1).max())
-            tokens = tokens[:, :length].to(device)  # padded to the longest prompt only
+            tokens = trim_padding(tokenizer(prompts)).to(device)  # [C, L]: padded to the longest prompt only
             emb = embedding(tokens).float()  # [C, L, W]
         self.n_ctx = n_ctx
         self.ctx = nn.Parameter(ctx.to(device))  # [M, W], the only trainable tensor
