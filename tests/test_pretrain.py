@@ -150,3 +150,28 @@ def test_dataset_classes_depart_from_the_world_in_shift_attributes():
     for w, d in zip(world, data, strict=True):
         assert w["name"] == d["name"] and sum(w[a] != d[a] for a in MAIN_ATTRS) == 1
     assert dataset_prototypes(8, 0, shift=0) == world
+
+
+@pytest.mark.slow
+def test_stage_writes_checkpoint_metrics_and_its_mlflow_run(tmp_path, mlflow_root):
+    from mlflow.tracking import MlflowClient
+
+    from lmmreg import tracking
+
+    raw = small_raw_params()
+    out = tmp_path / "models/clip_pretrain"
+    raw["clip"]["pretrained"] = str(out / pretrain_clip.CHECKPOINT)
+    raw["demo"]["image_size"] = 64
+    raw["pretrain"].update(enabled=True, n_images=256, heldout_images=20, steps=3, batch_size=64, threads=1)
+    params = parse_params(raw)
+    demo = tmp_path / "demo"
+    generate_demo(params.demo, demo)
+    summary = pretrain_clip.main(params, demo_raw=demo, out=out, metrics=tmp_path / "pretrain.json", workers=0,
+                                 resume_dir=tmp_path / "resume")
+    assert summary["enabled"] and set(summary["trained"]) == set(summary["random_init"])
+    assert read_checkpoint_meta(out / pretrain_clip.CHECKPOINT)["pretrain"]["steps"] == 3
+    assert not list((tmp_path / "resume").glob("*.pt"))  # the resume state goes once the checkpoint is written
+    client = MlflowClient(tracking.tracking_uri())
+    (run,) = client.search_runs([client.get_experiment_by_name(tracking.PRETRAIN_EXPERIMENT).experiment_id])
+    assert run.data.params["pretrain.steps"] == "3" and "init_zs_demo_test" in run.data.metrics
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2, 3]

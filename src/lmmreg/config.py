@@ -240,10 +240,10 @@ class PretrainConfig:
     # Captions (data/corpus.py): a scene type is named only where >= scene_fit of its 4 main attributes match,
     # then with probability scene_prob; hidden_prob: a seldom-named cue is named; caption_noise: one wrong word.
     scene_fit: int = 3
-    scene_prob: float = 0.8
+    scene_prob: float = 0.25
     hidden_prob: float = 0.1
     caption_noise: float = 0.05
-    steps: int = 600
+    steps: int = 900
     batch_size: int = 256
     lr: float = 3.0e-3
     warmup_steps: int = 50
