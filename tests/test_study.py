@@ -9,7 +9,8 @@ import pytest
 from lmmreg.config import parse_params
 from lmmreg.identity import study_point
 from lmmreg.report import Snapshot, read_snapshot, write_snapshot
-from lmmreg.study import closing_note, fidelity, slice_rows, study_markdown, study_slices, varying, write_study
+from lmmreg.report.study import fidelity, slice_rows, study_slices, varying
+from lmmreg.report.study_section import closing_note, study_markdown, write_study
 from tests.conftest import small_raw_params
 
 N_TEST = 20
