@@ -10,7 +10,8 @@ from lmmreg.config import parse_params
 from lmmreg.identity import study_point
 from lmmreg.report import Snapshot, read_snapshot, write_snapshot
 from lmmreg.report.study import fidelity, slice_rows, study_slices, varying
-from lmmreg.report.study_section import closing_note, study_markdown, write_study
+from lmmreg.report.study_answer import study_answer
+from lmmreg.report.study_section import study_markdown, write_study
 from tests.conftest import small_raw_params
 
 N_TEST = 20
@@ -90,7 +91,7 @@ def test_study_tables_have_the_known_answer(params):
     assert _by(arows, "1.0", "delta")["mean"] == pytest.approx(-20.0)
     assert _by(arows, "1.0", "finetune")["mean"] == pytest.approx(50.0)  # the baseline has no alpha: flat
 
-    note = closing_note(snap, "demo", params)
+    note = study_answer(snap, "demo", params)
     assert "over 4 study points" in note and "beats the baseline (95% interval above 0) at 3" in note
     assert "loses (interval below 0) at 1" in note and "Δ = -20.00" in note and "alpha = 1.0" in note
 

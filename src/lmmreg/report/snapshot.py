@@ -17,7 +17,7 @@ from lmmreg.config import Params
 RUN_FIELDS = ("dataset", "method", "seed", "alpha", "role", "run_id", "config_id", "ablation_id",
               "reported_test_acc", "final_test_acc", "best_test_acc", "reported_epoch", "intra_inter_ratio",
               "silhouette", "demo", "point", "n_train_images", "train_steps", "reg_ce_ratio_first",
-              "reg_ce_ratio_last")
+              "reg_ce_ratio_last", "converged", "converged_reason")
 FLOAT_FIELDS = ("reported_test_acc", "final_test_acc", "best_test_acc", "intra_inter_ratio", "silhouette",
                 "reg_ce_ratio_first", "reg_ce_ratio_last")
 INT_FIELDS = ("seed", "reported_epoch", "n_train_images", "train_steps")
@@ -63,7 +63,9 @@ def _row(r: dict, role: str, point: str) -> dict:
            "alpha": t["lmmreg.alpha"], "role": role, "run_id": r["run_id"], "config_id": t["lmmreg.config_id"],
            "ablation_id": t["lmmreg.ablation_id"], "reported_epoch": int(m.get("reported_epoch", 0)),
            "demo": t.get("lmmreg.demo", "False"), "point": point, "n_train_images": int(m.get("n_train_images", 0)),
-           "train_steps": int(m.get("train_steps", 0))}
+           "train_steps": int(m.get("train_steps", 0)),
+           # "true" / "false" from the engine; "" = a run from before the tag existed (unknown)
+           "converged": t.get("lmmreg.converged", ""), "converged_reason": t.get("lmmreg.converged_reason", "")}
     for k in FLOAT_FIELDS:
         row[k] = float(m.get(k, float("nan")))
     return row
@@ -134,7 +136,7 @@ def write_snapshot(snap: Snapshot, folder: Path) -> None:
         w = csv.DictWriter(f, fieldnames=RUN_FIELDS, lineterminator="\n")
         w.writeheader()
         for r in rows:
-            w.writerow({k: repr(r[k]) if k in FLOAT_FIELDS else r[k] for k in RUN_FIELDS})
+            w.writerow({k: repr(r[k]) if k in FLOAT_FIELDS else r.get(k, "") for k in RUN_FIELDS})
     with (folder / "histories.csv").open("w", newline="") as f:
         f.write("run_id,epoch,test_acc\n")
         for r in rows:

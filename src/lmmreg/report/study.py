@@ -20,9 +20,8 @@ import numpy as np
 
 from lmmreg.config import Params
 from lmmreg.identity import STUDY_VARIABLES
-from lmmreg.report.cells import correct_matrix, run_stats
+from lmmreg.report.cells import paired_delta, run_stats, unconverged
 from lmmreg.report.snapshot import Snapshot
-from lmmreg.stats import mcnemar, paired_bootstrap_delta
 
 METHOD_ORDER = ("zero_shot", "zero_shot_lmm", "linear_probe", "concat", "finetune", "lmm_reg")
 VARIABLE_TITLES = {"alpha": "alpha (the alpha ablation)", "shots": "shots per class", "describe_noise":
@@ -97,20 +96,6 @@ def methods_of(slices: list[Slice]) -> list[str]:
     return [m for m in METHOD_ORDER if m in found] + sorted(found - set(METHOD_ORDER))
 
 
-def paired_delta(snap: Snapshot, runs_a: list[dict], runs_b: list[dict], params: Params) -> dict | None:
-    """Δ = acc(a) − acc(b) over the seeds both have: paired bootstrap interval, McNemar on the discordant
-    pairs summed over seeds (exact, two-sided)."""
-    b_by_seed = {r["seed"]: r for r in runs_b}
-    pairs = [(r, b_by_seed[r["seed"]]) for r in runs_a if r["seed"] in b_by_seed]
-    if not pairs:
-        return None
-    ca = correct_matrix(snap, [a for a, _ in pairs] + [b for _, b in pairs])  # [2S, N]: a rows, then b rows
-    s = len(pairs)
-    delta, lo, hi = paired_bootstrap_delta(ca[:s], ca[s:], n_boot=params.report.bootstrap, ci=params.report.ci)
-    test = mcnemar(ca[:s].reshape(-1), ca[s:].reshape(-1))
-    return {"delta": delta, "lo": lo, "hi": hi, "p": test["p_value"], "n": s}
-
-
 def mean_of(runs: list[dict], key: str) -> float:
     vals = [r[key] for r in runs if np.isfinite(r.get(key, float("nan")))]
     return float(np.mean(vals)) if vals else float("nan")
@@ -129,11 +114,11 @@ def slice_rows(snap: Snapshot, sl: Slice, params: Params) -> list[dict]:
                              "reg_ce_first": mean_of(st["runs"], "reg_ce_ratio_first"),
                              "reg_ce_last": mean_of(st["runs"], "reg_ce_ratio_last"),
                              "n_train_images": mean_of(st["runs"], "n_train_images"),
-                             "train_steps": mean_of(st["runs"], "train_steps")})
+                             "train_steps": mean_of(st["runs"], "train_steps"), "unconverged": unconverged(st["runs"])})
         d = paired_delta(snap, by_m.get("lmm_reg", []), by_m.get("finetune", []), params)
         if d is not None:
             rows.append({"value": v, "method": "delta", "mean": d["delta"], "ci_lo": d["lo"], "ci_hi": d["hi"],
-                         "n": d["n"], "p": d["p"]})
+                         "n": d["n"], "p": d["p"], "mde": d["mde"], "t_p": d["t_p"], "sign_p": d["sign_p"]})
     return rows
 
 

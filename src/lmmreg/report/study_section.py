@@ -8,7 +8,7 @@ from pathlib import Path
 
 from lmmreg.config import Params
 from lmmreg.identity import STUDY_VARIABLES, study_point
-from lmmreg.report.cells import fmt
+from lmmreg.report.cells import fmt, pvalue
 from lmmreg.report.figures import plot_variable
 from lmmreg.report.paper import DATASET_TITLES
 from lmmreg.report.snapshot import Snapshot
@@ -19,12 +19,11 @@ from lmmreg.report.study import (
     fidelity,
     mean_of,
     methods_of,
-    paired_delta,
     slice_rows,
-    study_points,
     study_slices,
     varying,
 )
+from lmmreg.report.study_answer import study_answer
 
 
 def _context_text(sl: Slice, current: dict[str, str]) -> str:
@@ -37,67 +36,33 @@ def _context_text(sl: Slice, current: dict[str, str]) -> str:
 def _cell(r: dict | None) -> str:
     if r is None:
         return "-"
-    return f"{fmt(r['mean'])} ± {fmt(r['std'])} [{fmt(r['ci_lo'])}, {fmt(r['ci_hi'])}] (n={r['n']})"
-
-
-def _all_points(snap: Snapshot, ds: str, params: Params) -> list[tuple[dict[str, str], dict]]:
-    """Every study point of the dataset with its Δ(lmm_reg − finetune), each point once."""
-    by_point: dict[str, dict[str, list[dict]]] = {}
-    for point, r in study_points(snap, ds):
-        by_point.setdefault(json.dumps(point, sort_keys=True), {}).setdefault(r["method"], []).append(r)
-    out = []
-    for key, by_m in sorted(by_point.items()):
-        d = paired_delta(snap, sorted(by_m.get("lmm_reg", []), key=lambda r: r["seed"]),
-                         sorted(by_m.get("finetune", []), key=lambda r: r["seed"]), params)
-        if d is not None:
-            out.append((json.loads(key), d))
-    return out
-
-
-def closing_note(snap: Snapshot, ds: str, params: Params) -> str:
-    """Where LMM-Reg. helps and where it hurts, over every study point, in numbers."""
-    current = study_point(params)
-    pts = _all_points(snap, ds, params)
-    if not pts:
-        return "no point has both lmm_reg and finetune runs."
-
-    def name(p: dict[str, str]) -> str:
-        diff = {k: v for k, v in p.items() if current.get(k) != v}
-        return "the current configuration" if not diff else ", ".join(f"{k} = {v}" for k, v in sorted(diff.items()))
-
-    def txt(p: dict[str, str], d: dict) -> str:
-        return f"Δ = {d['delta']:+.2f} [{fmt(d['lo'])}, {fmt(d['hi'])}] (n={d['n']}, p = {d['p']:.3g}) at {name(p)}"
-
-    helps = sorted(((p, d) for p, d in pts if d["lo"] > 0), key=lambda t: -t[1]["delta"])
-    hurts = sorted(((p, d) for p, d in pts if d["hi"] < 0), key=lambda t: t[1]["delta"])
-    pct = int(round(params.report.ci * 100))
-    same = len(pts) - len(helps) - len(hurts)
-    parts = [f"over {len(pts)} study points, LMM-Reg. beats the baseline ({pct}% interval above 0) at {len(helps)}, "
-             f"loses (interval below 0) at {len(hurts)}, and is indistinguishable at {same}."]
-    if helps:
-        parts.append(f"Largest gain: {txt(*helps[0])}.")
-    if hurts:
-        parts.append(f"Largest loss: {txt(*hurts[0])}.")
-    best = max(pts, key=lambda t: t[1]["delta"])
-    worst = min(pts, key=lambda t: t[1]["delta"])
-    if not helps:
-        parts.append(f"Highest Δ: {txt(*best)}.")
-    if not hurts:
-        parts.append(f"Lowest Δ: {txt(*worst)}.")
-    return " ".join(parts)
+    dagger = " †" if r.get("unconverged") else ""
+    return f"{fmt(r['mean'])} ± {fmt(r['std'])} [{fmt(r['ci_lo'])}, {fmt(r['ci_hi'])}] (n={r['n']}){dagger}"
 
 
 def _table(sl: Slice, rows: list[dict], methods: list[str]) -> list[str]:
-    out = [f"| {sl.variable} | " + " | ".join(methods) + " | Δ LMM-Reg. − baseline | McNemar p | reg/CE |",
-           "|" + "---|" * (len(methods) + 4)]
+    out = [f"| {sl.variable} | " + " | ".join(methods) + " | Δ LMM-Reg. − baseline | MDE | McNemar p | seed t-test p "
+           "| reg/CE |", "|" + "---|" * (len(methods) + 6)]
+    notes = []
     for v in sl.values:
         at = {r["method"]: r for r in rows if r["value"] == v}
         d, lm = at.get("delta"), at.get("lmm_reg")
         dtxt = "-" if d is None else f"{d['mean']:+.2f} [{fmt(d['ci_lo'])}, {fmt(d['ci_hi'])}] (n={d['n']})"
-        ptxt = "-" if d is None else f"{d['p']:.3g}"
+        tests = "- | - | -" if d is None else f"{fmt(d['mde'])} | {pvalue(d['p'])} | {pvalue(d['t_p'])}"
         rtxt = "-" if lm is None else f"{fmt(lm['reg_ce_first'], 3)} → {fmt(lm['reg_ce_last'], 3)}"
-        out.append(f"| {v} | " + " | ".join(_cell(at.get(m)) for m in methods) + f" | {dtxt} | {ptxt} | {rtxt} |")
+        out.append(f"| {v} | " + " | ".join(_cell(at.get(m)) for m in methods) + f" | {dtxt} | {tests} | {rtxt} |")
+        notes += [f"{r['method']} at {v}, {x}" for r in at.values() for x in r.get("unconverged", [])]
+    if notes:
+        out += ["", "† Did not converge (under-trained run, cell kept): " + "; ".join(notes) + "."]
     return out
+
+
+def _validation_lines(params: Params) -> list[str]:
+    """Which few-shot validation rule and logit scale the baselines ran with, where params name them."""
+    said = [f"{label} `{getattr(params.baselines, key)}`" for key, label in
+            (("val_rule", "the baselines' few-shot validation rule (baselines.val_rule)"),
+             ("logit_scale", "their logit scale (baselines.logit_scale)")) if hasattr(params.baselines, key)]
+    return ["Baselines ran with " + " and ".join(said) + ".", ""] if said else []
 
 
 def study_markdown(snap: Snapshot, params: Params, classes: dict[str, list[str]]) -> list[str]:
@@ -113,13 +78,19 @@ def study_markdown(snap: Snapshot, params: Params, classes: dict[str, list[str]]
     else:
         budget = (f"train.budget = epochs: every run makes {t.epochs} passes over its own training set, so K-shot "
                   "runs make far fewer optimiser steps than full-data runs")
-    md = ["## Regime study: accuracy against each varying study variable", "",
-          f"Runs of this configuration that differ only in the study variables ({', '.join(STUDY_VARIABLES)}). "
-          f"Current point: {', '.join(f'{k} = {v}' for k, v in current.items())}. Cells: mean ± std over seeds "
-          f"[{pct}% bootstrap interval over test images] (n = seeds). Δ = LMM-Reg. − baseline (finetune) over "
-          f"paired seeds, [{pct}% paired bootstrap interval], McNemar p on the discordant images summed over seeds. "
-          "reg/CE = α·J_reg / J_ce of LMM-Reg. in its first → last evaluated epoch. Few-shot: K images per class "
-          f"drawn per seed from the train split, the full test set, the last epoch. Budget: {budget}.", ""]
+    md = ["## Regime study: accuracy against each varying study variable", ""]
+    for ds in params.datasets:  # the answer first
+        md += [f"**Where LMM-Reg. beats fine-tuning on {DATASET_TITLES.get(ds, ds)}, and where it loses:** "
+               f"{study_answer(snap, ds, params)}", ""]
+    md += [f"Runs of this configuration that differ only in the study variables ({', '.join(STUDY_VARIABLES)}). "
+           f"Current point: {', '.join(f'{k} = {v}' for k, v in current.items())}. Cells: mean ± std over seeds "
+           f"[{pct}% two-level bootstrap interval: seeds and test images resampled] (n = seeds). Δ = LMM-Reg. − "
+           f"baseline (finetune) over paired seeds, [{pct}% paired two-level bootstrap interval: the same seeds and "
+           "images drawn for both], MDE = the smallest true Δ the point's design detects at 80 % power, McNemar p on "
+           "the discordant images summed over seeds, the seed-level paired t-test p over the seeds' Δ. "
+           "reg/CE = α·J_reg / J_ce of LMM-Reg. in its first → last evaluated epoch. Few-shot: K images per class "
+           f"drawn per seed from the train split, the full test set, the last epoch. Budget: {budget}.", ""]
+    md += _validation_lines(params)
     md += ["Regulariser weight in the current configuration, α·J_reg / J_ce (mean over seeds):", "",
            "| Dataset | method | first epoch | last epoch |", "|---|---|---|---|"]
     for ds in params.datasets:
@@ -149,7 +120,6 @@ def study_markdown(snap: Snapshot, params: Params, classes: dict[str, list[str]]
                         md += [f"Fidelity: the linear probe matches zero-shot ({fmt(fid['zero_shot'])}%) at {k} shots "
                                f"per class (the CLIP paper: about {CLIP_PAPER_FIDELITY:g} on average over 27 "
                                "datasets).", ""]
-        md += [f"**Where LMM-Reg. helps on {title}:** {closing_note(snap, ds, params)}", ""]
     if not any_var:
         md += ["No study variable varies among the tracked runs yet (`make study` runs the default study).", ""]
     return md
@@ -162,8 +132,8 @@ def write_study(snap: Snapshot, params: Params, classes: dict[str, list[str]], o
     for old in out.glob("*.png"):
         old.unlink()  # a variable that stopped varying leaves no stale figure
     current = study_point(params)
-    fields = ("dataset", "variable", "context", "value", "method", "mean", "std", "ci_lo", "ci_hi", "n", "p",
-              "reg_ce_first", "reg_ce_last", "n_train_images", "train_steps")
+    fields = ("dataset", "variable", "context", "value", "method", "mean", "std", "ci_lo", "ci_hi", "n", "p", "mde",
+              "t_p", "sign_p", "reg_ce_first", "reg_ce_last", "n_train_images", "train_steps")
     figures: dict[str, list[tuple[str, list[dict], str]]] = {}
     with (out / "study.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")

@@ -8,8 +8,19 @@ from pathlib import Path
 from lmmreg.config import Params
 from lmmreg.report.banner import demo_banner, is_demo
 from lmmreg.report.catalog import BASELINES, COMPACTNESS, METHOD_TITLES, TABLE1, TABLE2
-from lmmreg.report.cells import cell_stats, cell_text, fmt, paired_tests, per_class_delta
+from lmmreg.report.cells import (
+    cell_runs,
+    cell_stats,
+    cell_text,
+    fmt,
+    paired_delta,
+    paired_tests,
+    per_class_delta,
+    pvalue,
+    unconverged,
+)
 from lmmreg.report.paper import DATASET_TITLES, LITERATURE, PAPER
+from lmmreg.report.resolution import resolution_markdown
 from lmmreg.report.snapshot import Snapshot
 from lmmreg.report.study_section import study_markdown
 
@@ -30,8 +41,11 @@ def build_tables(snap: Snapshot, params: Params, classes: dict[str, list[str]],
            f"{params.train.head_init}; CLIP {params.clip.model} ({params.clip.pretrained or 'random init'}), "
            f"unlocked_groups = {params.clip.unlocked_groups}; LMM backend {params.describe.backend}"
            f"{' ' + params.describe.model if params.describe.model else ''}.", "",
-           f"Cells: mean ± std over seeds [{pct}% bootstrap interval over test images of the seed-averaged "
-           "accuracy] (n = seeds). Paper: the single-run number the paper reports; Δ = reproduced mean − paper.", ""]
+           f"Cells: mean ± std over seeds [{pct}% two-level bootstrap interval: seeds and test images both resampled "
+           "with replacement] (n = seeds); † marks a cell with a run that did not converge (footnotes below the "
+           "table). Paper: the single-run number the paper reports; Δ = reproduced mean − paper, with the minimum "
+           "difference from the paper's number this cell could detect at 80 % power (MDE = 2.80 × the bootstrap "
+           "standard error, two-sided 5 %).", ""]
     rows_csv: list[dict] = []
 
     def table(title: str, methods: tuple[str, ...], literature: bool) -> None:
@@ -45,12 +59,16 @@ def build_tables(snap: Snapshot, params: Params, classes: dict[str, list[str]],
                     if d in vals:
                         rows_csv.append({"table": title, "method": name, "dataset": d, "source": f"reported in {ref}",
                                          "paper": vals[d], "protocol": protocol})
+        notes: list[str] = []
         for m in methods:
             cells = []
             for d in dss:
                 st, paper = stats[(d, m)], PAPER.get(m, {}).get(d)
                 delta = st["mean"] - paper if st is not None and paper is not None else None
-                cells.append(f"{cell_text(st, params.report.ci)} | {fmt(paper)} | {fmt(delta)}")
+                mde = f" (MDE {fmt(st['mde'])})" if delta is not None else ""
+                cells.append(f"{cell_text(st, params.report.ci)} | {fmt(paper)} | {fmt(delta)}{mde}")
+                notes += [f"{METHOD_TITLES[m]}, {DATASET_TITLES.get(d, d)}, {x}" for x in unconverged(st["runs"])] \
+                    if st is not None else []
                 rows_csv.append({"table": title, "method": m, "dataset": d,
                                  "source": "re-run" if m in BASELINES else "reproduced",
                                  "mean": st["mean"] if st else None, "std": st["std"] if st else None,
@@ -58,6 +76,8 @@ def build_tables(snap: Snapshot, params: Params, classes: dict[str, list[str]],
                                  "n_seeds": st["n"] if st else 0, "paper": paper, "delta": delta})
             md.append(f"| {METHOD_TITLES[m]} | " + " | ".join(cells) + " |")
         md.append("")
+        if notes:
+            md.extend(["† Did not converge (under-trained run, cell kept): " + "; ".join(notes) + ".", ""])
 
     table("Table 1: test accuracy (%)", TABLE1, literature=False)
     table("Table 2: comparisons, test accuracy (%)", TABLE2, literature=True)
@@ -68,14 +88,29 @@ def build_tables(snap: Snapshot, params: Params, classes: dict[str, list[str]],
            "search is chosen on a validation split held out from the training images they are given (few-shot: from "
            "the K shots themselves), never on test.", ""]
 
-    md += ["## Significance: McNemar's test, LMM-Reg. vs baseline (paired, same test images, per seed)", "",
+    md += ["## Significance: LMM-Reg. vs baseline (paired: same seeds, same test images)", "",
+           f"Δ = LMM-Reg. − baseline in points, [{pct}% two-level bootstrap interval: seeds and test images resampled, "
+           "each resample drawing the same seeds and images for both methods] (n = paired seeds); MDE = the smallest "
+           "true Δ this design detects at 80 % power (2.80 × the bootstrap standard error); McNemar: exact, "
+           "two-sided, on the discordant images summed over seeds; seed-level: the paired t-test and the sign test "
+           "over the seeds' Δ (n/a with one seed).", "",
+           "| Dataset | Δ [interval] (n) | MDE | McNemar p | seed t-test p | sign test p (seeds +/−) |",
+           "|---|---|---|---|---|---|"]
+    for d in dss:
+        pd = paired_delta(snap, cell_runs(snap, d, "lmm_reg"), cell_runs(snap, d, "finetune"), params)
+        if pd is not None:
+            md.append(f"| {DATASET_TITLES.get(d, d)} | {pd['delta']:+.2f} [{fmt(pd['lo'])}, {fmt(pd['hi'])}] "
+                      f"(n={pd['n']}) | {fmt(pd['mde'])} | {pvalue(pd['p'])} | {pvalue(pd['t_p'])} | "
+                      f"{pvalue(pd['sign_p'])} ({pd['n_pos']}/{pd['n_neg']}) |")
+    md += ["", "McNemar per seed:", "",
            "| Dataset | seed | only LMM-Reg. right | only baseline right | p (exact, two-sided) |",
            "|---|---|---|---|---|"]
     for d in dss:
         for t in paired_tests(snap, d):
             md.append(f"| {DATASET_TITLES.get(d, d)} | {t['seed']} | {t['a_only']} | {t['b_only']} "
                       f"| {t['p_value']:.4g} |")
-    md += ["", "## Compactness of the test embeddings (the paper's claim: the regulariser makes classes compact)", "",
+    md += [""] + resolution_markdown(snap, params)
+    md += ["## Compactness of the test embeddings (the paper's claim: the regulariser makes classes compact)", "",
            "Intra/inter = mean distance to own class centre / mean distance between class centres (lower is more "
            "compact); silhouette in [-1, 1] (higher is better). Mean ± std over seeds.", "",
            "| Method | " + " | ".join(f"{DATASET_TITLES.get(d, d)} intra/inter | silhouette" for d in dss) + " |",
