@@ -120,3 +120,39 @@ def test_no_varying_variable_says_how_to_run_the_study(params):
     snap.runs = [r for r in snap.runs if r["role"] == "current"]
     md = "\n".join(study_markdown(snap, params, {"demo": []}))
     assert "No study variable varies" in md and "make study" in md
+
+
+def test_the_default_study_grid_covers_the_regime_study():
+    """configs/study.yaml (what `make study` runs): every K at full params, noise and alpha at full data and at
+    4 shots, normalize x reg_reduction and the head initialisations at both."""
+    import importlib.util
+
+    from tests.conftest import REPO, load_raw_params
+
+    spec = importlib.util.spec_from_file_location("bench_study", REPO / "benchmarks/bench_study.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    raw = load_raw_params()
+    points, keys = bench.expand(REPO / "configs/study.yaml", raw, reduced=False)
+    base = {k: bench._get(raw, k) for k in keys}
+    seen = [base, *points]
+
+    def has(**want) -> bool:
+        want = {k.replace("__", "."): v for k, v in want.items()}
+        return any(all(p[k] == v for k, v in want.items()) for p in seen)
+
+    for k in (1, 2, 4, 8, 16, "all"):
+        assert has(train__shots=k, alpha=base["alpha"], describe__options__noise=base["describe.options.noise"])
+    for shots in (4, "all"):
+        for noise in (0.0, 0.15, 0.5, 1.0):
+            assert has(train__shots=shots, describe__options__noise=noise, alpha=base["alpha"])
+        for alpha in (0.001, 0.01, 0.1, 1.0):
+            assert has(train__shots=shots, alpha=alpha, describe__options__noise=base["describe.options.noise"])
+        for normalize in (False, True):
+            for red in ("sum", "mean"):
+                assert has(train__shots=shots, train__normalize=normalize, train__reg_reduction=red)
+        for init in ("random", "class_text", "centroids"):
+            assert has(train__shots=shots, train__head_init=init)
+    assert len({json.dumps(p, sort_keys=True) for p in points}) == len(points) and base not in points
+    noise = [p["describe.options.noise"] for p in points]  # ordered by noise: the LMM is asked once per value
+    assert noise == sorted(noise, key=[base["describe.options.noise"], *dict.fromkeys(noise)].index)
