@@ -3,6 +3,7 @@ detectable effect, per-class deltas, compactness."""
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -58,6 +59,18 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
 
 
+@functools.lru_cache(maxsize=4)
+def _image_draws(n: int, n_boot: int, seed: int) -> tuple[np.ndarray, dict]:
+    """How often each of n test images is drawn in each of n_boot resamples ([B, N] counts), and the generator's
+    state after the draw. Every cell of a report has the same test set, so the draw is made once."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, n, size=(n_boot, n))  # [B, N] drawn image indices
+    offsets = (images + n * np.arange(n_boot)[:, None]).ravel()
+    counts = np.bincount(offsets, minlength=n_boot * n).reshape(n_boot, n).astype(np.float64)  # [B, N]
+    counts.setflags(write=False)
+    return counts, rng.bit_generator.state
+
+
 def two_level_bootstrap(values: np.ndarray, *, n_boot: int, ci: float, seed: int = 0) -> dict[str, float]:
     """Mean of `values` [S, N] (S seeds, N test images; 0/1 correctness, or a paired difference of two) in points,
     with a two-level percentile bootstrap interval: each resample draws S seeds and N images with replacement,
@@ -65,20 +78,21 @@ def two_level_bootstrap(values: np.ndarray, *, n_boot: int, ci: float, seed: int
     the test set's sampling variance. Paired where the comparison is: a difference of two methods' correctness on
     the same seeds and images is resampled as one matrix. Also returns the bootstrap standard error `se`.
 
-    Vectorised: the drawn block's mean is w_seed · values · w_image / (S·N) with w the draw counts, so one
-    resample costs O(S·N) and no [B, S, N] array is built. The image draw comes first from the generator, as in
-    `bootstrap_ci`: with identical rows (no seed variance) the interval is exactly `bootstrap_ci`'s."""
+    Vectorised: the drawn block's mean is w_image · values^T · w_seed / (S·N) with w the draw counts, two matrix
+    products per call and no [B, S, N] array. The image draw comes first from the generator, as in `bootstrap_ci`:
+    with identical rows (no seed variance) the interval is `bootstrap_ci`'s."""
     v = np.asarray(values, dtype=np.float64)
     s, n = v.shape
     mean = float(v.mean() * 100.0) if v.size else float("nan")
     if n_boot == 0 or v.size == 0:
         return {"mean": mean, "lo": float("nan"), "hi": float("nan"), "se": float("nan")}
-    rng = np.random.default_rng(seed)
-    images = rng.integers(0, n, size=(n_boot, n))  # [B, N] drawn image indices
+    counts, state = _image_draws(n, n_boot, seed)
+    rng = np.random.default_rng()
+    rng.bit_generator.state = state
     seeds = rng.integers(0, s, size=(n_boot, s))  # [B, S] drawn seed indices
     w_seed = (seeds[:, :, None] == np.arange(s)).sum(axis=1) / s  # [B, S] draw frequencies
-    per_image = w_seed @ v  # [B, N]: each resample's seed-weighted mean per image
-    boots = np.take_along_axis(per_image, images, axis=1).mean(axis=1) * 100.0  # [B]
+    per_seed = counts @ v.T / n  # [B, S]: each seed's accuracy on the resampled images
+    boots = (per_seed * w_seed).sum(axis=1) * 100.0  # [B]
     lo, hi = np.quantile(boots, [(1 - ci) / 2, 1 - (1 - ci) / 2])
     return {"mean": mean, "lo": float(lo), "hi": float(hi), "se": float(boots.std(ddof=1))}
 

@@ -44,7 +44,11 @@ def run_stats(snap: Snapshot, runs: list[dict], params: Params) -> dict | None:
         return None
     accs = [r["reported_test_acc"] for r in runs]
     mean, std = mean_std(accs)
-    boot = two_level_bootstrap(correct_matrix(snap, runs), n_boot=params.report.bootstrap, ci=params.report.ci)
+    key = ("cell", tuple(r["run_id"] for r in runs), params.report.bootstrap, params.report.ci)
+    if key not in snap.memo:
+        snap.memo[key] = two_level_bootstrap(correct_matrix(snap, runs), n_boot=params.report.bootstrap,
+                                             ci=params.report.ci)
+    boot = snap.memo[key]
     lo, hi = boot["lo"], boot["hi"]
     ratio = mean_std([r["intra_inter_ratio"] for r in runs])
     sil = mean_std([r["silhouette"] for r in runs])
@@ -72,6 +76,13 @@ def paired_delta(snap: Snapshot, runs_a: list[dict], runs_b: list[dict], params:
     pairs = [(r, b_by_seed[r["seed"]]) for r in runs_a if r["seed"] in b_by_seed]
     if not pairs:
         return None
+    key = ("pair", tuple((a["run_id"], b["run_id"]) for a, b in pairs), params.report.bootstrap, params.report.ci)
+    if key not in snap.memo:
+        snap.memo[key] = _paired_delta(snap, pairs, params)
+    return snap.memo[key]
+
+
+def _paired_delta(snap: Snapshot, pairs: list[tuple[dict, dict]], params: Params) -> dict:
     ca = correct_matrix(snap, [a for a, _ in pairs] + [b for _, b in pairs])  # [2S, N]: a rows, then b rows
     s = len(pairs)
     diff = ca[:s].astype(np.float64) - ca[s:]  # [S, N] paired differences

@@ -31,6 +31,8 @@ class Snapshot:
     histories: dict[str, list[tuple[int, float]]]  # run_id -> [(epoch, test_acc)]
     predictions: dict[str, dict]  # run_id -> {"ids", "labels", "preds"}
     missing: list[str] = field(default_factory=list)  # "dataset/method/seed" that have no run
+    # statistics already computed from these runs (the same cell appears in several tables); never written
+    memo: dict = field(default_factory=dict, repr=False, compare=False)
 
 
 # ---------------------------------------------------------------- collect (the only part that needs MLflow)
