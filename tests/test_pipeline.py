@@ -7,12 +7,14 @@ import shutil
 import pytest
 
 from lmmreg import report as report_lib
+from lmmreg.plan import TrainPaths
 from lmmreg.stages import centroids, describe, embed_text, features, make_demo, prepare, report, train_all
 
 pytestmark = pytest.mark.slow
 
 
-def run_pipeline(params, root, *, dataset="demo"):
+def prepare_inputs(params, root, *, dataset="demo") -> TrainPaths:
+    """Every stage before training, in-process: the train stages' inputs."""
     raw, prepared = root / "data/raw" / dataset, root / "data/prepared" / dataset
     make_demo.main(params.demo, out=raw)
     prepare.main(params, dataset=dataset, raw=raw, out=prepared)
@@ -25,9 +27,14 @@ def run_pipeline(params, root, *, dataset="demo"):
     centroids.main(params, manifest=prepared, text=text, out=cents)
     feats = root / "data/features" / f"{dataset}.pt"
     features.main(params, raw=raw, manifest=prepared, out=feats, workers=0)
-    return train_all.main(params, dataset=dataset, manifest=prepared, features=feats, text=text, centroids=cents,
-                      models=root / "models" / dataset, metrics=root / "metrics" / f"{dataset}.json",
-                      plots=root / "plots" / f"{dataset}.csv")
+    return TrainPaths(manifest=prepared, features=feats, text=text, centroids=cents)
+
+
+def run_pipeline(params, root, *, dataset="demo"):
+    p = prepare_inputs(params, root, dataset=dataset)
+    return train_all.main(params, dataset=dataset, manifest=p.manifest, features=p.features, text=p.text,
+                          centroids=p.centroids, models=root / "models" / dataset,
+                          metrics=root / "metrics" / f"{dataset}.json", plots=root / "plots" / f"{dataset}.csv")
 
 
 def test_pipeline_report_and_snapshot(small_params, mlflow_root, monkeypatch):

@@ -288,6 +288,43 @@ def end_stale_runs(dataset: str, *, before_ms: int) -> list[str]:
     return ended
 
 
+class _DropRecords(logging.Filter):
+    def __init__(self, prefixes: tuple[str, ...]):
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefixes)
+
+
+# What MLflow says on every pyfunc model it logs that a user of this project cannot act on: the classifier is a
+# Python object by design (cloudpickled), its input is image paths or arrays (`list[Any]`), its requirements are
+# pinned explicitly (the pip version does not matter), and the signature comes from the input example.
+_MODEL_NOISE = {
+    "mlflow.pyfunc": ("Passing a Python object as `python_model` causes it to be serialized using CloudPickle",),
+    "mlflow.utils.environment": ("Failed to resolve installed pip version",),
+    "mlflow.models.signature": ("Running the predict function to generate output based on input example",),
+}
+
+
+@contextlib.contextmanager
+def quiet_model_logging():
+    """Silence exactly MLflow's notices above (and its `Any` type-hint UserWarning) while a model is defined or
+    logged; every other warning passes."""
+    import warnings
+
+    loggers = {name: (logging.getLogger(name), _DropRecords(msgs)) for name, msgs in _MODEL_NOISE.items()}
+    for lg, flt in loggers.values():
+        lg.addFilter(flt)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*Any type hint is inferred as AnyType", category=UserWarning)
+            yield
+    finally:
+        for lg, flt in loggers.values():
+            lg.removeFilter(flt)
+
+
 def model_requirements() -> list[str]:
     """Pinned pip requirements of a logged model, from the installed versions (never inferred: see log_model)."""
     from importlib.metadata import PackageNotFoundError, version
@@ -445,7 +482,7 @@ class RunLogger:
         import mlflow
         from mlflow.exceptions import MlflowException
 
-        with mlflow.start_run(run_id=self.parent_id):  # resumes the open parent; the logged model links to it
+        with mlflow.start_run(run_id=self.parent_id), quiet_model_logging():  # resumes the open parent
             info = mlflow.pyfunc.log_model(name="classifier", python_model=python_model, artifacts=artifacts,
                                            input_example=input_example, pip_requirements=pip_requirements,
                                            registered_model_name=registered_name, tags=tags)
@@ -491,12 +528,13 @@ class LiveRuns:
     SIGTERM/SIGINT unwind the stage and end the open runs as KILLED.
     """
 
-    def __init__(self, *, dataset: str, flush_s: float = 2.0):
+    def __init__(self, *, dataset: str, flush_s: float | None = None):
         self.client = _client()
         self.experiment_id = init_store()
         self.dataset = dataset
         self.owner = process_identity()
-        self.flush_s = flush_s
+        # LMMREG_MLFLOW_FLUSH_S: seconds between metric writes (inf: at the end only; benchmarks compare the two)
+        self.flush_s = float(os.environ.get("LMMREG_MLFLOW_FLUSH_S", "2")) if flush_s is None else flush_s
         end_stale_runs(dataset, before_ms=_process_start_ms())
         self.run_ids: dict[Any, str] = {}
         self._open: set[str] = set()

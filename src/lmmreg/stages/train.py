@@ -127,6 +127,7 @@ class Trainer:
         inp, shot_ids = few_shot_inputs(self.inputs, p.train, seed=seed, train_ids=self.train_ids, desc=self.desc,
                                         classes=self.classes)
         emit("start", seed, None)
+        started = time.perf_counter()
         res = run_method(job.method, inp, alpha=p.alpha, cfg=self.cfg, seed=seed, device=job.device,
                          desc=f"{job.dataset} {job.method} s{seed}", baselines=p.baselines,
                          on_epoch=lambda row: emit("epoch", seed, row))
@@ -142,7 +143,8 @@ class Trainer:
         if res.state_dict:
             state = job.out / f"s{seed}.pt"
             torch.save(res.state_dict, state)
-        return {"seed": seed, "history": res.history, "final": final, "test_acc": res.final.acc,
+        return {"seed": seed, "seconds": time.perf_counter() - started, "history": res.history, "final": final,
+                "test_acc": res.final.acc,
                 "reported_epoch": res.reported_epoch, "preds": res.final.preds.tolist(), "shot_ids": shot_ids,
                 "state": str(state) if state else None}
 
@@ -239,7 +241,7 @@ def main(params: Params, *, dataset: str, method: str, plan: Path, paths: TrainP
             _run_parallel(job, trainer, n_workers, handle)
     seconds = time.perf_counter() - started
     runs = {f"s{s}": {"run_id": r["run_id"], "test_acc": r["test_acc"], "reported_epoch": r["reported_epoch"],
-                      "final": r["final"], "history": r["history"],
+                      "seconds": round(r["seconds"], 3), "final": r["final"], "history": r["history"],
                       "state": Path(r["state"]).name if r["state"] else None} for s, r in sorted(results.items())}
     mean, std = mean_std([r["test_acc"] for r in runs.values()])
     result = {"dataset": dataset, "method": method, "config_id": ident["config_id"], "seeds": list(params.seeds),
