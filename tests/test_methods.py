@@ -251,6 +251,29 @@ def test_prolip_with_a_huge_regulariser_stays_at_zero_shot(clip):
     assert inp.tail.proj.detach().equal(proj0)  # the shared tail is never trained in place
 
 
+@pytest.mark.parametrize("aug", [0, 2])
+def test_prolip_grid_search_trains_each_setting_as_one_run_would(clip, aug, monkeypatch):
+    """The batched search (every setting at once) gives the weights, bitwise, and the accuracies of one run each."""
+    from lmmreg.methods import prolip as mod
+
+    inp = _inputs(clip, aug=aug)
+    ctx = _ctx(dataclasses.replace(BaselinesConfig(), prolip=ProLIPConfig(steps=12)), seed=3)
+    grid = [(1.0e-2, 10.0), (1.0e-2, 0.0), (1.0e-3, 1.0), (1.0e-5, 0.1)]
+    views = inp.train_views()
+    pre = inp.tail.pre_projection(inp.train_feat if views is None else views.flatten(0, 1)).detach()
+    pre = pre if views is None else pre.view(*views.shape[:2], -1)
+    text = F.normalize(inp.class_text, dim=-1)
+    weights = mod._train_grid(pre, inp.train_y, views is not None, inp.tail.proj.detach(), text, grid, steps=12,
+                              seed=3)
+    accs = mod.search_grid(inp, ctx, grid=grid, eval_x=inp.test_feat, eval_y=inp.test_y)
+    for (lr, reg), w, acc in zip(grid, weights, accs, strict=True):
+        one = mod.train_prolip(inp, ctx, lr=lr, reg=reg, eval_x=inp.test_feat, eval_y=inp.test_y, search=True)
+        assert torch.equal(one.state_dict["tail.proj"], w), (lr, reg)
+        assert one.final.acc == acc
+    monkeypatch.setattr(mod, "GRID_ELEMENTS", 1)  # batches of one run each: the same accuracies
+    assert mod.search_grid(inp, ctx, grid=grid, eval_x=inp.test_feat, eval_y=inp.test_y) == accs
+
+
 def test_prolip_default_lambda_is_one_over_shots(clip):
     inp = _inputs(clip, n_train=40)  # 10 images per class
     cfg = dataclasses.replace(BaselinesConfig(), prolip=ProLIPConfig(steps=2, search=False))
