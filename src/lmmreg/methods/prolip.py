@@ -36,9 +36,10 @@ from lmmreg.methods.base import (
     zero_shot_scale,
 )
 
-# Largest [runs, images, W] activation one batch of search runs holds (elements), more runs go in several batches:
-# a few MiB keeps the elementwise work in cache (2^20: 1.27 s against 2.27 s for all 49 demo runs in one batch,
-# 1.79 s at 2^18; one thread, 20 steps). Results do not depend on it.
+# Largest [runs, images, D] activation one batch of search runs holds (elements); more runs go in several batches.
+# A few MiB keeps the elementwise work in cache: on the demo's search (49 runs, 960 x 64, 20 steps, one thread)
+# 2^20 costs 1.06 CPU s, 2^22 (all runs at once) 1.50, 2^16 (one run a batch) 2.58, the 49 `fit` runs ~2.5.
+# Results do not depend on it (tests/test_methods.py).
 GRID_ELEMENTS = 1 << 20
 
 
