@@ -33,7 +33,7 @@ def step_fn(model, tokens, images):
     from open_clip.loss import ClipLoss
 
     loss_fn = ClipLoss()
-    opt = torch.optim.AdamW(parameter_groups(model, 0.1), lr=1e-3, foreach=True)  # as train_clip
+    opt = torch.optim.AdamW(parameter_groups(model, 0.1), lr=1e-3)
 
     def step():
         img = F.normalize(model.encode_image(to_model_input(images, model)), dim=-1)
