@@ -27,6 +27,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -413,6 +414,24 @@ class RunLogger:
         self._open.discard(run_id)
         return run_id
 
+    def adopt(self, run_ids: list[str]) -> tuple[list[str], list[str]]:
+        """Make this parent the parent of the runs that have none yet (those the train stages of this invocation
+        opened) and tag the others, which an earlier invocation trained and this one reuses unchanged
+        (`lmmreg.reused_runs`). Returns (adopted, reused)."""
+        adopted, reused = [], []
+        for run_id in run_ids:
+            run = self.client.get_run(run_id)
+            parent = run.data.tags.get("mlflow.parentRunId")
+            if parent and parent != self.parent_id:
+                reused.append(run_id)
+            else:
+                self.client.set_tag(run_id, "mlflow.parentRunId", self.parent_id)
+                adopted.append(run_id)
+        self.client.set_tag(self.parent_id, f"{TAG}reused_runs", json.dumps(reused)[:7900])
+        self.client.set_tag(self.parent_id, f"{TAG}n_reused_runs", str(len(reused)))
+        self.client.set_tag(self.parent_id, f"{TAG}n_new_runs", str(len(adopted)))
+        return adopted, reused
+
     def log_model(self, *, python_model: Any, artifacts: dict[str, str], input_example: Any,
                   pip_requirements: list[str], registered_name: str, score: float,
                   tags: dict[str, str]) -> dict[str, Any]:
@@ -459,6 +478,141 @@ class RunLogger:
                 self.client.set_tag(run_id, f"{TAG}failed_reason", reason)
             self.client.set_terminated(run_id, status)
         self._open.clear()
+
+
+class LiveRuns:
+    """The (method, seed) runs of one train stage, live: each is opened when its training starts, gets its
+    epochs' metrics as they arrive (written in batches every `flush_s` seconds, each with its own timestamp and
+    step), and ends FINISHED, FAILED (tag `lmmreg.failed_reason`) or KILLED (`lmmreg.killed_reason`), so the
+    runs table shows true durations and `mlflow ui` sees a run grow during `dvc repro`.
+
+    They start without a parent: stage `summarize` creates the dataset's parent run and adopts them. Opening
+    one first ends the RUNNING runs of the dataset that a killed process left behind. Use as a context manager;
+    SIGTERM/SIGINT unwind the stage and end the open runs as KILLED.
+    """
+
+    def __init__(self, *, dataset: str, flush_s: float = 2.0):
+        self.client = _client()
+        self.experiment_id = init_store()
+        self.dataset = dataset
+        self.owner = process_identity()
+        self.flush_s = flush_s
+        end_stale_runs(dataset, before_ms=_process_start_ms())
+        self.run_ids: dict[Any, str] = {}
+        self._open: set[str] = set()
+        self._tags: dict[str, dict[str, str]] = {}
+        self._pending: dict[str, list] = {}
+        self._flushed = time.monotonic()
+        self._signals = _SignalScope()
+
+    def __enter__(self) -> LiveRuns:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc is None:
+            self.close()
+        elif isinstance(exc, (Interrupted, KeyboardInterrupt)):
+            self.close("KILLED", reason=getattr(exc, "reason", "received SIGINT (KeyboardInterrupt)"))
+        else:
+            self.close("FAILED", reason=f"{type(exc).__name__}: {exc}"[:500])
+
+    def start(self, key: Any, *, name: str, params: dict[str, Any], tags: dict[str, str],
+              start_ms: int | None = None) -> str:
+        """Open the run of `key` (RUNNING), with its params and tags."""
+        run = self.client.create_run(self.experiment_id, run_name=name, start_time=start_ms, tags={
+            **context_tags(), **tags, f"{TAG}kind": "child", f"{TAG}dataset": self.dataset,
+            f"{TAG}process": self.owner})
+        run_id = run.info.run_id
+        self.run_ids[key] = run_id
+        self._open.add(run_id)
+        self._tags[run_id] = tags
+        _log_params(self.client, run_id, params)
+        return run_id
+
+    def log_epoch(self, key: Any, row: dict[str, float], *, time_ms: int | None = None, step: str = "epoch") -> None:
+        """Queue one epoch's metrics at that epoch's step and time; written at the next flush."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000) if time_ms is None else time_ms
+        self._pending.setdefault(self.run_ids[key], []).extend(
+            Metric(k, float(v), now, int(row[step])) for k, v in row.items() if k != step)
+        if time.monotonic() - self._flushed >= self.flush_s:
+            self.flush()
+
+    def flush(self) -> None:
+        for run_id, metrics in self._pending.items():
+            for i in range(0, len(metrics), 1000):
+                self.client.log_batch(run_id, metrics=metrics[i:i + 1000])
+        self._pending.clear()
+        self._flushed = time.monotonic()
+
+    def finish(self, key: Any, *, final: dict[str, float], artifacts: dict[str, Any],
+               tags: dict[str, str] | None = None, end_ms: int | None = None) -> str:
+        """Log the final metrics (step 0), tags and JSON/torch artifacts of `key`'s run and end it FINISHED."""
+        import torch
+
+        run_id = self.run_ids[key]
+        self.flush()
+        now = int(time.time() * 1000)
+        _log_metrics(self.client, run_id, [], final, step="epoch")
+        for k, v in (tags or {}).items():
+            self.client.set_tag(run_id, k, v)
+        with tempfile.TemporaryDirectory() as tmp:
+            for fname, obj in artifacts.items():
+                path = Path(tmp) / fname
+                if isinstance(obj, Path):  # a file already written: logged under `fname`
+                    shutil.copyfile(obj, path)
+                elif fname.endswith(".json"):
+                    path.write_text(json.dumps(obj))
+                else:
+                    torch.save(obj, path)
+                self.client.log_artifact(run_id, str(path))
+        self.client.set_terminated(run_id, "FINISHED", end_time=end_ms or now)
+        self._open.discard(run_id)
+        write_stamp(run_id, self._tags[run_id])
+        return run_id
+
+    def fail(self, key: Any, reason: str) -> None:
+        """End `key`'s run FAILED with the error as a tag (the stage goes on to end the others)."""
+        run_id = self.run_ids.get(key)
+        if run_id is None or run_id not in self._open:
+            return
+        self.flush()
+        self.client.set_tag(run_id, f"{TAG}failed_reason", reason[:5000])
+        self.client.set_terminated(run_id, "FAILED")
+        self._open.discard(run_id)
+
+    def close(self, status: str = "FINISHED", *, reason: str | None = None) -> None:
+        """Flush and end whatever is still open with `status` (once), and give the signals back."""
+        self._signals.restore()
+        try:
+            self.flush()
+        except Exception as e:  # noqa: BLE001 - ending the runs matters more than the last metrics
+            log.warning("could not write the last metrics: %s", e)
+        for run_id in sorted(self._open):
+            if reason:
+                self.client.set_tag(run_id, f"{TAG}{'killed' if status == 'KILLED' else 'failed'}_reason", reason)
+            self.client.set_terminated(run_id, status)
+        self._open.clear()
+
+
+class _SignalScope:
+    """SIGTERM/SIGINT raise :class:`Interrupted` (in the main thread) until `restore()`."""
+
+    def __init__(self):
+        self._old: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._old[sig] = signal.signal(sig, self._raise)
+
+    @staticmethod
+    def _raise(signum, frame) -> None:
+        raise Interrupted(signum)  # unwinds first, so no MLflow call is cut in half; __exit__ ends the runs
+
+    def restore(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old.clear()
 
 
 def write_stamp(run_id: str, tags: dict[str, str]) -> None:

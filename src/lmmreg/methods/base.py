@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmmreg.config import BaselinesConfig, TrainConfig
-from lmmreg.engine import Evaluation, FitResult, evaluate
+from lmmreg.engine import Evaluation, FitResult, evaluate, percent
 from lmmreg.validation import holdout_split
 
 log = logging.getLogger(__name__)
@@ -188,7 +188,7 @@ def training_free(scorer: nn.Module | Callable[[torch.Tensor], torch.Tensor], te
 
 
 def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
-    return 100.0 * (logits.argmax(-1).cpu() == y.cpu()).float().mean().item() if len(y) else float("nan")
+    return percent(int((logits.argmax(-1).cpu() == y.cpu()).sum()), len(y))
 
 
 @dataclass(frozen=True)
