@@ -523,11 +523,14 @@ class VisionTail(nn.Module):
             raise ValueError(f"clip.unlocked_groups: 1 or 2, got {unlocked_groups}")
 
     def forward(self, cached: torch.Tensor) -> torch.Tensor:
+        return self.pre_projection(cached) @ self.proj
+
+    def pre_projection(self, cached: torch.Tensor) -> torch.Tensor:
+        """Everything before `proj`: the cache itself for 1 unlocked group, else the last block and ln_post, pooled."""
         if self.unlocked_groups == 1:
-            return cached @ self.proj
+            return cached
         x = self.ln_post(_run_blocks(self.batch_first, [self.block], cached))  # [B, T, W]
-        pooled = x[:, 1:].mean(dim=1) if self.pool_type == "avg" else x[:, 0]
-        return pooled @ self.proj
+        return x[:, 1:].mean(dim=1) if self.pool_type == "avg" else x[:, 0]  # [B, W]
 
 
 class EmbeddingClassifier(nn.Module):
