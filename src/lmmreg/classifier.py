@@ -39,7 +39,8 @@ from lmmreg.tracking import quiet_model_logging
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # before mlflow is imported: no network lookup
 
-import mlflow.pyfunc  # noqa: E402  (the pyfunc base class below)
+with quiet_model_logging():  # importing pyfunc runs MLflow's own `Any` type-hint checks (mlflow.types.responses)
+    import mlflow.pyfunc  # noqa: E402  (the pyfunc base class below)
 
 log = logging.getLogger(__name__)
 

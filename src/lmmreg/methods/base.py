@@ -77,6 +77,8 @@ class RunContext:
     device: str | torch.device = "cpu"
     on_epoch: Callable[[dict], None] | None = None
     desc: str = "train"
+    # what the evaluated split is called in progress lines: a search evaluates on its validation split
+    eval_name: str = "test_acc"
 
 
 @dataclass(frozen=True)
@@ -247,7 +249,7 @@ def images_per_class(y: torch.Tensor) -> float:
 
 def quiet(ctx: RunContext, desc: str) -> RunContext:
     """The context for a search run: no per-epoch callback, its own progress label."""
-    return dataclasses.replace(ctx, on_epoch=None, desc=desc)
+    return dataclasses.replace(ctx, on_epoch=None, desc=desc, eval_name="val_acc")
 
 
 def with_epochs(cfg: TrainConfig, *, epochs: int, batch_size: int) -> TrainConfig:

@@ -113,7 +113,7 @@ def _train_keys(inp: MethodInputs, ctx: RunContext, train_x: torch.Tensor, views
     res = fit(model, train_x=views if views is not None else train_x, train_y=inp.train_y, test_x=eval_x,
               test_y=eval_y, centroids=None, alpha=0.0, cfg=with_epochs(ctx.cfg, epochs=c.epochs,
               batch_size=c.batch_size), seed=ctx.seed, device=ctx.device, on_epoch=ctx.on_epoch,
-              views=views is not None, desc=ctx.desc, optimizer=opt,
+              views=views is not None, desc=ctx.desc, optimizer=opt, eval_name=ctx.eval_name,
               schedule=lambda o, per_epoch: cosine_schedule(o, epochs=c.epochs, steps_per_epoch=per_epoch),
               eval_every_epoch=eval_hp is not None)  # the search run (no eval_hp yet) needs no evaluations
     return model, res
