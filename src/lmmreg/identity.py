@@ -96,6 +96,9 @@ def identity_parts(params: Params, *, dataset: str, method: str, data_digest: st
     spec = get_method(method)
     train = to_dict(params.train)
     train.pop("methods")
+    if spec.alpha != "param":  # how J_reg is reduced and normalised cannot matter where alpha * J_reg is 0 or absent
+        train.pop("reg_reduction")
+        train.pop("normalize")
     engine_trained = "train" in spec.settings  # trained by the engine with `train:` (these use train.head_init)
     clip = to_dict(params.clip)
     if not uses_class_prompt(params, method):
