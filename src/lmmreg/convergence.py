@@ -4,20 +4,24 @@ The paper's recipe (Adam, lr 1e-4, 100 epochs, batch 64) was tuned for ViT-L/14 
 On a few hundred images it is a few hundred optimiser steps, and a run can end far from where its model class
 could go; its test accuracy then measures the budget, not the method. This module says so, from two signals:
 
-- **the training loss is still falling**: the share of the run's whole descent of the training loss (first evaluated
-  epoch to the end) made in its last `WINDOW` (10 %) of evaluated epochs, mean against mean (`late_descent`), above
-  `LATE_DESCENT_MAX`. A share, not a relative fall of the loss itself: Adam at a tiny lr moves a 2.30 loss to
-  2.29 in a straight line, a 0.04 % fall per tenth of training that looks flat, but a tenth of its descent is
-  still in the last tenth of its epochs, as in any straight line. A loss that never fell counts as still falling;
 - **the training accuracy is behind a converged reference**: the run's accuracy on its own training images (after
   the last epoch) more than `ACC_GAP_MAX` points below that of a converged linear probe on the same frozen
-  training embeddings x = f(I) (`reference_train_acc`).
+  training embeddings x = f(I) (`reference_train_acc`);
+- **the training loss is still falling**: the share of the run's whole descent of the training loss (first evaluated
+  epoch to the end) made in its last `WINDOW` (10 %) of evaluated epochs, mean against mean (`late_descent`), above
+  `LATE_DESCENT_MAX`; a loss that never fell counts as still falling.
 
-A run is flagged only when both hold. A falling loss alone is not under-training: a run that already fits its
-training images as well as a linear probe drives its cross-entropy towards 0 for ever (the demo's fine-tuning
-does). A gap alone is not under-training either when the loss has flattened: ProLIP, CoOp and CLIP-Adapter fit
-constrained models that may legitimately stay below a free linear head. Both together mean the optimiser was
-still making progress that the model class allows when the budget stopped it.
+A run is flagged when it is behind and either its loss is still falling or its model class contains the
+reference's (`contains_reference`). The paper's methods (linear_probe, concat, finetune, lmm_reg) train a linear
+head on f(I), or on more than f(I), so once converged they fit their training images at least about as well as the
+reference (up to the L2 penalties and, for lmm_reg, alpha's term); a gap is then the optimiser's, whatever the loss
+curve looks like. The loss curve alone cannot tell: on the digits example of README's own-data section the engine's
+probe at lr 1e-4 sheds its random head's excess loss in 20 epochs (2.58 to 2.30, about log 10) and then crawls
+(2.2969 to 2.2965 over the last tenth) at 11 % training accuracy against the reference's 89 %: a plateau to any
+rule on the loss. The baselines trained by the engine (ProLIP, CoOp, CLIP-Adapter, Tip-Adapter-F) fit constrained
+models that may legitimately stay below a free linear head, so for them a gap counts only while the loss is still
+falling. A falling loss without a gap is not under-training either: a run that fits its training images as well as
+the reference can drive its cross-entropy towards 0 for ever.
 
 Nothing here reads the test split: the loss and the accuracies are on the training images only.
 """
@@ -102,18 +106,22 @@ def reference_train_acc(train_x: torch.Tensor, train_y: torch.Tensor) -> float:
     return 100.0 * float((clf.predict(x) == y).mean())
 
 
-def check_convergence(history: list[dict], *, train_acc: float, reference_acc: float,
+def check_convergence(history: list[dict], *, train_acc: float, reference_acc: float, contains_reference: bool,
                       late_descent_max: float = LATE_DESCENT_MAX, acc_gap_max: float = ACC_GAP_MAX) -> Convergence:
-    """Flag a run that made more than `late_descent_max` of its training-loss descent in the last WINDOW of its
-    evaluated epochs (`history` rows carry `train_loss`), or whose loss did not fall at all, while its training
-    accuracy is more than `acc_gap_max` points below the reference's."""
+    """Flag a run whose training accuracy is more than `acc_gap_max` points below the reference's when its model
+    class contains the reference's (`contains_reference`), or else when it also made more than `late_descent_max`
+    of its training-loss descent in the last WINDOW of its evaluated epochs (`history` rows carry `train_loss`) or
+    its loss did not fall at all."""
     losses = [row["train_loss"] for row in history if "train_loss" in row]
     late = late_descent(losses)
     falling = math.isnan(late) or late > late_descent_max
     gap = reference_acc - train_acc
-    if not (falling and gap > acc_gap_max):
+    if not (gap > acc_gap_max and (falling or contains_reference)):
         return Convergence(True, late, train_acc, reference_acc, "")
-    if len(losses) < 2:
+    if not falling:  # flat, yet a model class that holds the reference's solution: the optimiser stalled
+        trend = (f"training loss flat ({100 * late:.1f}% of its descent in the last {100 * WINDOW:.0f}% of epochs) "
+                 f"short of what its model class fits")
+    elif len(losses) < 2:
         trend = "a single epoch, no loss trend"
     elif math.isnan(late):
         trend = f"training loss did not fall ({losses[0]:.3g} to {losses[-1]:.3g})"
