@@ -137,3 +137,45 @@ def test_engine_runs_are_judged_by_their_recipe(lr, epochs, converged):
                           contains_reference=True)  # a linear head: the reference's own model class
     assert c.converged is converged, c
 
+
+
+@pytest.mark.slow
+def test_under_trained_runs_are_tagged_logged_and_marked(small_params, mlflow_root, caplog):
+    """The train stage on the shrunken demo with an lr too small to move anything: every run tagged in MLflow,
+    one warning naming the knobs, `converged` in result.json, a dagger and the reason in reports/tables.md."""
+    import dataclasses
+    import json
+    import logging
+
+    from mlflow.tracking import MlflowClient
+
+    from lmmreg.stages import report, train_all
+    from tests.test_pipeline import prepare_inputs
+
+    root = mlflow_root
+    params = dataclasses.replace(small_params, train=dataclasses.replace(
+        small_params.train, methods=["linear_probe", "gda"], lr=1.0e-7, epochs=5))
+    paths = prepare_inputs(params, root)
+    with caplog.at_level(logging.WARNING, logger="lmmreg.stages.train"):
+        train_all.main(params, dataset="demo", manifest=paths.manifest, features=paths.features, text=paths.text,
+                       centroids=paths.centroids, models=root / "models/demo", metrics=root / "metrics/demo.json",
+                       plots=root / "plots/demo.csv", log_model=False)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and warnings[0].startswith("demo linear_probe: 2 of 2 seeds under-trained")
+    assert "train.epochs, train.lr" in warnings[0]
+    result = json.loads((root / "models/demo/methods/linear_probe/result.json").read_text())
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    for run in result["runs"].values():
+        assert run["converged"] == "false" and run["final"]["converged"] == 0.0
+        assert run["final"]["train_acc"] < run["final"]["reference_train_acc"] - 5
+        tags = client.get_run(run["run_id"]).data.tags
+        assert tags["lmmreg.converged"] == "false" and "under-trained" in tags["lmmreg.converged_reason"]
+    gda = json.loads((root / "models/demo/methods/gda/result.json").read_text())
+    for run in gda["runs"].values():  # training-free: nothing to check, no tag
+        assert run["converged"] is None and "lmmreg.converged" not in client.get_run(run["run_id"]).data.tags
+
+    report.main(params, prepared=root / "data/prepared", out=root / "reports")
+    md = (root / "reports/tables.md").read_text()
+    probe = next(ln for ln in md.splitlines() if ln.startswith("| CLIP (image emb.) [1] |"))
+    assert "(n=2) †" in probe
+    assert "seed 0: under-trained" in md and "seed 1: under-trained" in md
