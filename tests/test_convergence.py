@@ -179,3 +179,10 @@ def test_under_trained_runs_are_tagged_logged_and_marked(small_params, mlflow_ro
     probe = next(ln for ln in md.splitlines() if ln.startswith("| CLIP (image emb.) [1] |"))
     assert "(n=2) †" in probe
     assert "seed 0: under-trained" in md and "seed 1: under-trained" in md
+
+
+def test_a_baseline_is_told_its_own_knobs():
+    losses = [2.3 - 0.004 * e for e in range(100)]
+    c = check_convergence(history(losses), train_acc=10.0, reference_acc=80.0, contains_reference=False,
+                          knobs="baselines.coop's epochs (or steps) and lr")
+    assert c.reason.endswith("raise baselines.coop's epochs (or steps) and lr") and "train.lr" not in c.reason

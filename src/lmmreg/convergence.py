@@ -53,7 +53,7 @@ ACC_GAP_MAX = 5.0
 REFERENCE_C = 1.0
 REFERENCE_MAX_ITER = 1000
 
-# What to raise, named as in params.yaml, for the log line and the tag.
+# What to raise, named as in params.yaml, for the log line and the tag (the baselines name their own section).
 KNOBS = "train.epochs, train.lr, or train.budget: steps with train.steps"
 
 
@@ -107,11 +107,12 @@ def reference_train_acc(train_x: torch.Tensor, train_y: torch.Tensor) -> float:
 
 
 def check_convergence(history: list[dict], *, train_acc: float, reference_acc: float, contains_reference: bool,
-                      late_descent_max: float = LATE_DESCENT_MAX, acc_gap_max: float = ACC_GAP_MAX) -> Convergence:
+                      knobs: str = KNOBS, late_descent_max: float = LATE_DESCENT_MAX,
+                      acc_gap_max: float = ACC_GAP_MAX) -> Convergence:
     """Flag a run whose training accuracy is more than `acc_gap_max` points below the reference's when its model
     class contains the reference's (`contains_reference`), or else when it also made more than `late_descent_max`
     of its training-loss descent in the last WINDOW of its evaluated epochs (`history` rows carry `train_loss`) or
-    its loss did not fall at all."""
+    its loss did not fall at all. The reason names `knobs`, the settings to raise."""
     losses = [row["train_loss"] for row in history if "train_loss" in row]
     late = late_descent(losses)
     falling = math.isnan(late) or late > late_descent_max
@@ -129,5 +130,5 @@ def check_convergence(history: list[dict], *, train_acc: float, reference_acc: f
         trend = (f"training loss still falling: {100 * late:.0f}% of its descent in the last {100 * WINDOW:.0f}% of "
                  f"epochs")
     reason = (f"under-trained: {trend}; training accuracy {train_acc:.1f}% vs {reference_acc:.1f}% for a converged "
-              f"linear probe on the same features; raise {KNOBS}")
+              f"linear probe on the same features; raise {knobs}")
     return Convergence(False, late, train_acc, reference_acc, reason)

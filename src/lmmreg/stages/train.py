@@ -34,7 +34,7 @@ from lmmreg import threads, tracking
 from lmmreg.artifacts import check_aligned, load_artifact
 from lmmreg.cli import run_stage, stage_parser
 from lmmreg.config import Params, to_dict
-from lmmreg.convergence import check_convergence, reference_train_acc
+from lmmreg.convergence import KNOBS, check_convergence, reference_train_acc
 from lmmreg.data.manifest import load_manifest, manifest_digest
 from lmmreg.describe.setting import setting_hash
 from lmmreg.encoders import VisionTail, build_clip
@@ -152,9 +152,11 @@ class Trainer:
                  **{f"chosen_{k}": float(v) for k, v in res.chosen.items()}}  # picked on validation
         tags: dict[str, str] = {}
         if res.train_acc is not None:  # trained by the engine: did the budget let it converge? (training split only)
-            # the paper's methods train a linear head on f(I) or more: they can fit what the reference fits
+            # the paper's methods train a linear head on f(I) or more: they can fit what the reference fits;
+            # a baseline trains with its own section's recipe
+            knobs = KNOBS if engine_trained else f"baselines.{job.method}'s epochs (or steps) and lr"
             check = check_convergence(res.history, train_acc=res.train_acc, contains_reference=engine_trained,
-                                      reference_acc=self.reference_acc(inp, shot_ids))
+                                      reference_acc=self.reference_acc(inp, shot_ids), knobs=knobs)
             final.update(check.metrics(), converged=float(check.converged))
             tags = check.tags()
         state = None
