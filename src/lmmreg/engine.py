@@ -37,6 +37,9 @@ class FitResult:
     final: Evaluation  # evaluation at the reported epoch
     state_dict: dict
     chosen: dict = field(default_factory=dict)  # hyper-parameters a method picked on its validation split
+    # accuracy (%) on the training images (clean view) after the last epoch, for lmmreg.convergence; None when the
+    # method was not trained by `fit`
+    train_acc: float | None = None
 
 
 @torch.inference_mode()
@@ -170,7 +173,10 @@ def fit(model: nn.Module, *, train_x: torch.Tensor, train_y: torch.Tensor, test_
             on_epoch(row)
         if cfg.report_epoch == "best" and (best is None or last_eval.acc > best[0]):
             best = (last_eval.acc, epoch, copy.deepcopy(model.state_dict()), last_eval)
+    # the optimiser's end point, whatever epoch is reported: one forward over the (clean) training inputs
+    train_acc = evaluate(model, train_x[:, 0] if views else train_x, train_y, device=device).acc
     if cfg.report_epoch == "best" and best is not None:
         _, epoch, state, ev = best
-        return FitResult(history, epoch, ev, state)
-    return FitResult(history, epochs, last_eval, {k: v.detach().cpu() for k, v in model.state_dict().items()})
+        return FitResult(history, epoch, ev, state, train_acc=train_acc)
+    return FitResult(history, epochs, last_eval, {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                     train_acc=train_acc)

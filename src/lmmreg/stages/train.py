@@ -34,12 +34,14 @@ from lmmreg import threads, tracking
 from lmmreg.artifacts import check_aligned, load_artifact
 from lmmreg.cli import run_stage, stage_parser
 from lmmreg.config import Params, to_dict
+from lmmreg.convergence import KNOBS, check_convergence, reference_train_acc
 from lmmreg.data.manifest import load_manifest, manifest_digest
 from lmmreg.describe.setting import setting_hash
 from lmmreg.encoders import VisionTail, build_clip
 from lmmreg.engine import budget_schedule
 from lmmreg.identity import baseline_settings, method_alpha, run_identity, study_id, study_point
 from lmmreg.methods import MethodInputs, get_method, run_method
+from lmmreg.methods.base import embed
 from lmmreg.plan import TrainPaths, load_plan
 from lmmreg.shots import few_shot_inputs, total_steps
 from lmmreg.stats import compactness, mean_std
@@ -120,6 +122,15 @@ class Trainer:
         self.cfg = p.train if p.train.budget == "epochs" else \
             dataclasses.replace(p.train, steps=total_steps(p.train, len(self.train_ids)))
         self.desc = load_artifact(job.paths.text / "descriptions.pt") if p.train.shots != "all" else None
+        self._reference: dict[tuple[str, ...], float] = {}  # training ids -> the reference probe's train acc
+
+    def reference_acc(self, inp: MethodInputs, ids: list[str]) -> float:
+        """The converged reference probe's training accuracy on these training images (once per id set: every
+        seed shares it under `shots: all`)."""
+        key = tuple(ids)
+        if key not in self._reference:
+            self._reference[key] = reference_train_acc(embed(inp.tail, inp.train_feat), inp.train_y)
+        return self._reference[key]
 
     def run_seed(self, seed: int, emit: Callable[[str, int, Any], None]) -> dict:
         """Train and evaluate one seed; `emit(kind, seed, payload)` reports "start" and every "epoch"."""
@@ -139,12 +150,21 @@ class Trainer:
                  **compactness(res.final.emb.numpy(), self.inputs.test_y.numpy()),
                  **reg_ce_ratios(res.history, method_alpha(job.method, p.alpha)),
                  **{f"chosen_{k}": float(v) for k, v in res.chosen.items()}}  # picked on validation
+        tags: dict[str, str] = {}
+        if res.train_acc is not None:  # trained by the engine: did the budget let it converge? (training split only)
+            # the paper's methods train a linear head on f(I) or more: they can fit what the reference fits;
+            # a baseline trains with its own section's recipe
+            knobs = KNOBS if engine_trained else f"baselines.{job.method}'s epochs (or steps) and lr"
+            check = check_convergence(res.history, train_acc=res.train_acc, contains_reference=engine_trained,
+                                      reference_acc=self.reference_acc(inp, shot_ids), knobs=knobs)
+            final.update(check.metrics(), converged=float(check.converged))
+            tags = check.tags()
         state = None
         if res.state_dict:
             state = job.out / f"s{seed}.pt"
             torch.save(res.state_dict, state)
         return {"seed": seed, "seconds": time.perf_counter() - started, "history": res.history, "final": final,
-                "test_acc": res.final.acc,
+                "test_acc": res.final.acc, "tags": tags,
                 "reported_epoch": res.reported_epoch, "preds": res.final.preds.tolist(), "shot_ids": shot_ids,
                 "state": str(state) if state else None}
 
@@ -226,7 +246,8 @@ def main(params: Params, *, dataset: str, method: str, plan: Path, paths: TrainP
                     arts["shots.json"] = {"shots": params.train.shots, "seed": seed, "ids": payload["shot_ids"]}
                 if payload["state"]:
                     arts["head.pt"] = Path(payload["state"])
-                payload["run_id"] = live.finish(seed, final=payload["final"], artifacts=arts, end_ms=t_ms)
+                payload["run_id"] = live.finish(seed, final=payload["final"], artifacts=arts, tags=payload["tags"],
+                                                end_ms=t_ms)
                 log.info("%s %s seed %d: test acc %.2f%% (epoch %d) run %s", dataset, method, seed,
                          payload["test_acc"], payload["reported_epoch"], payload["run_id"])
             elif kind == "error":
@@ -240,7 +261,9 @@ def main(params: Params, *, dataset: str, method: str, plan: Path, paths: TrainP
         else:
             _run_parallel(job, trainer, n_workers, handle)
     seconds = time.perf_counter() - started
+    warn_unconverged(dataset, method, results)
     runs = {f"s{s}": {"run_id": r["run_id"], "test_acc": r["test_acc"], "reported_epoch": r["reported_epoch"],
+                      "converged": r["tags"].get("lmmreg.converged"),
                       "seconds": round(r["seconds"], 3), "final": r["final"], "history": r["history"],
                       "state": Path(r["state"]).name if r["state"] else None} for s, r in sorted(results.items())}
     mean, std = mean_std([r["test_acc"] for r in runs.values()])
@@ -251,6 +274,17 @@ def main(params: Params, *, dataset: str, method: str, plan: Path, paths: TrainP
     log.info("%s %s: %.2f ± %.2f%% over %d seeds in %.1f s (%d process%s)", dataset, method, mean, std,
              len(runs), seconds, n_workers, "" if n_workers == 1 else "es")
     return result
+
+
+def warn_unconverged(dataset: str, method: str, results: dict[int, dict]) -> None:
+    """One warning line per method whose runs the convergence check flagged, naming the knobs to raise."""
+    flagged = {s: r for s, r in sorted(results.items()) if r["tags"].get("lmmreg.converged") == "false"}
+    if not flagged:
+        return
+    seed, worst = min(flagged.items(), key=lambda kv: kv[1]["final"]["train_acc"])
+    log.warning("%s %s: %d of %d seeds under-trained; their test accuracy measures the budget, not the method "
+                "(README, own data). Seed %d: %s", dataset, method, len(flagged), len(results), seed,
+                worst["tags"]["lmmreg.converged_reason"])
 
 
 def _run_parallel(job: Job, trainer: Trainer, n_workers: int, handle: Callable[[str, int, int, Any], None]) -> None:
