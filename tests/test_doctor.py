@@ -306,7 +306,9 @@ def test_paper_setting_without_server_and_weights(tmp_path):
     root = tmp_path / "project"
     root.mkdir()
     shutil.copy2(REPO / "dvc.yaml", root / "dvc.yaml")
-    (root / "params.yaml").write_text(yaml.safe_dump(paper_params(), sort_keys=False))
+    port = free_port()  # the paper's 8000 may be a developer's running server
+    raw = paper_params(describe={"options": {"base_url": f"http://127.0.0.1:{port}/v1", "concurrency": 64}})
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     build_bar_tree(root / "data/raw/bar")
     before = files_under(root)
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO / "src"), "HOME": str(tmp_path / "home"),
@@ -321,7 +323,7 @@ def test_paper_setting_without_server_and_weights(tmp_path):
     assert any(ln.startswith("ready") and "dataset bar" in ln for ln in lines)
     assert any(ln.startswith("MISSING") and "CLIP weights" in ln for ln in lines)
     assert any(ln.startswith("MISSING") and "describer openai" in ln for ln in lines)
-    assert "vllm serve Qwen/Qwen2.5-VL-7B-Instruct --port 8000" in done.stdout
+    assert f"vllm serve Qwen/Qwen2.5-VL-7B-Instruct --port {port}" in done.stdout
     assert files_under(root) == before
     assert took < 60  # 30 s on an idle machine; CI shares its cores
 

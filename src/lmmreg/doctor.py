@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 OK, WARN, MISSING = "ready", "warning", "MISSING"
 PROBE_TIMEOUT_S = 3.0
+SERVER_TIMEOUT_S = 20.0  # an MLflow server may answer its first request slowly; connecting is PROBE_TIMEOUT_S
 REQUEST_TIMEOUT_S = 60.0  # one real describe request: a cold server may take a while for its first answer
 
 
@@ -333,6 +334,7 @@ def check_mlflow(root: Path) -> Check:
 
     uri = tracking.tracking_uri()
     name = "MLflow store"
+    timeout = httpx.Timeout(SERVER_TIMEOUT_S, connect=PROBE_TIMEOUT_S)
     if uri.startswith("sqlite:///"):
         db = Path(uri.removeprefix("sqlite:///"))
         if not db.exists():
@@ -356,9 +358,9 @@ def check_mlflow(root: Path) -> Check:
     if uri.startswith(("http://", "https://")):
         base = uri.rstrip("/")
         try:
-            health = httpx.get(f"{base}/health", timeout=PROBE_TIMEOUT_S)
+            health = httpx.get(f"{base}/health", timeout=timeout)
             got = httpx.get(f"{base}/api/2.0/mlflow/experiments/get-by-name",
-                            params={"experiment_name": tracking.EXPERIMENT}, timeout=PROBE_TIMEOUT_S)
+                            params={"experiment_name": tracking.EXPERIMENT}, timeout=timeout)
         except httpx.HTTPError as e:
             return Check(name, MISSING, f"{uri}: {type(e).__name__}: {e}",
                          "start it (`mlflow server --host 0.0.0.0 --port 5000`, docs/team.md) or fix "
@@ -370,7 +372,7 @@ def check_mlflow(root: Path) -> Check:
             return Check(name, OK, f"{uri} answers; experiment {tracking.EXPERIMENT!r} not created yet",
                          "`python -m lmmreg.tracking init` creates it")
         exp_id = got.json()["experiment"]["experiment_id"]
-        put = httpx.post(f"{base}/api/2.0/mlflow/experiments/set-experiment-tag", timeout=PROBE_TIMEOUT_S,
+        put = httpx.post(f"{base}/api/2.0/mlflow/experiments/set-experiment-tag", timeout=timeout,
                          json={"experiment_id": exp_id, "key": "lmmreg.doctor", "value": time.strftime("%FT%T")})
         if put.status_code != 200:
             return Check(name, MISSING, f"{uri}: reads work, a write was refused (HTTP {put.status_code})",
