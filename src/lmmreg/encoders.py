@@ -16,6 +16,8 @@ import copy
 import json
 import logging
 import os
+import pickle
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -297,8 +299,23 @@ def build_clip(cfg: ClipConfig, *, device: str | torch.device = "cpu", cache_dir
     weights = resolve_weights(cfg, cache_dir=cache_dir)
     torch.manual_seed(cfg.init_seed)  # random init is part of the config, so it must be reproducible
     kwargs = {_PREPROCESS_KEYS[k]: v for k, v in weights.preprocess.items()}
-    model, _, preprocess = open_clip.create_model_and_transforms(cfg.model, pretrained=weights.path, device=device,
-                                                                 **kwargs)
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(cfg.model, pretrained=weights.path,
+                                                                     device=device, **kwargs)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
+        if weights.path is None or "size mismatch" in str(e):
+            raise  # not a damaged file: a wrong architecture says so itself
+        if "clip_pretrain" in Path(weights.path).parts:  # the pretrain_clip stage's output (the demo)
+            fix = (f"restore it with `dvc checkout --force {Path(weights.path).parent}` or rebuild it with "
+                   "`dvc repro -f pretrain_clip`")
+        elif weights.source == "file":
+            fix = "replace it with an intact copy"
+        else:
+            hint = _fetch_hint(cfg.model, cfg.pretrained, pretrained_tag_cfg(cfg), None)
+            fix = f"delete it and fetch it again:\n{hint}"
+        reason = str(e).splitlines()[0].split(". ")[0] if str(e) else "empty or cut short"
+        raise ValueError(f"clip.pretrained: {weights.path} is unreadable, truncated or damaged "
+                         f"({type(e).__name__}: {reason}); {fix}") from None
     model.eval()
     tokenizer = open_clip.get_tokenizer(cfg.model)
     log.info("CLIP %s weights: %s%s", cfg.model, weights.source, f" ({weights.path})" if weights.path else "")
