@@ -100,3 +100,14 @@ def test_stage_command_exits_with_one_line(tmp_path):
     assert done.returncode == 2, done.stderr[-2000:]
     assert "Traceback" not in done.stderr and f"{url}: no server answers" in done.stderr
     assert time.monotonic() - t0 < 30
+
+
+def test_breaker_threshold_does_not_re_describe():
+    """How soon to give up on a server says nothing about the answers: stored ones stay valid."""
+    from lmmreg.describe.setting import setting_hash
+    from tests.test_describe_stage import make_params
+
+    url = "http://127.0.0.1:1/v1"
+    a = make_params(backend="openai", model="m", options={"base_url": url})
+    b = make_params(backend="openai", model="m", options={"base_url": url, "max_connect_failures": 2})
+    assert setting_hash(a.describe) == setting_hash(b.describe)

@@ -1,0 +1,53 @@
+"""Four queued experiments at `dvc queue start -j 4` against a real `mlflow server`: no run lost, none left RUNNING.
+
+The small params of tests/dvc_repo.py (one seed, finetune and lmm_reg, three epochs). Every (experiment, method,
+seed) must end as exactly one FINISHED run on the server, tagged with its experiment; no run of any experiment
+of the store may be left RUNNING (a worker that died mid-run, or two that raced on the store).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import pytest
+
+from tests.dvc_repo import DVC, git_env, make_repo, run, wait_for_queue
+from tests.test_dvc_tracking_server import mlflow_server  # noqa: F401 - the real server, as a fixture
+
+pytestmark = pytest.mark.slow
+
+ALPHAS = ("0.001", "0.1", "0.5", "1.0")
+
+
+def test_four_queued_experiments_at_j4(tmp_path, mlflow_server):  # noqa: F811 - the fixture imported above
+    from mlflow.entities import ViewType
+    from mlflow.tracking import MlflowClient
+
+    uri, _ = mlflow_server
+    repo = tmp_path / "repo"
+    env = git_env(MLFLOW_TRACKING_URI=uri, MLFLOW_DISABLE_TELEMETRY="true")
+    make_repo(repo, env=env)
+    run([DVC, "repro"], repo, env)
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-qm", "baseline run"], repo, env)
+    for alpha in ALPHAS:
+        run([DVC, "exp", "run", "--queue", "-S", f"alpha={alpha}"], repo, env)
+    t0 = time.time()
+    run([DVC, "queue", "start", "-j", "4"], repo, env)
+    status = wait_for_queue(repo, env, timeout=2400)
+    assert status.count("Success") == 4 and "Failed" not in status, status
+    print(f"\n4 queued experiments at -j 4: {time.time() - t0:.0f} s")
+
+    client = MlflowClient(uri)
+    exps = client.search_experiments(view_type=ViewType.ALL)
+    runs = [r for e in exps for r in client.search_runs([e.experiment_id], run_view_type=ViewType.ALL,
+                                                        max_results=1000)]
+    assert [r.info.run_name for r in runs if r.info.status != "FINISHED"] == []  # none RUNNING, FAILED, KILLED
+    children = [r for r in runs if r.data.tags.get("lmmreg.kind") == "child"]
+    per_point = Counter((r.data.params["alpha"], r.data.tags["lmmreg.method"], r.data.params.get("seed"))
+                        for r in children)
+    want = {(a, m, "0") for a in ("0.01", *ALPHAS) for m in ("finetune", "lmm_reg")}  # baseline + the four
+    assert set(per_point) == want and set(per_point.values()) == {1}, per_point  # none lost, none twice
+    queued = {r.data.tags.get("dvc.exp_name") for r in children if r.data.params["alpha"] != "0.01"}
+    assert len(queued) == 4 and None not in queued  # each experiment's runs carry its name
