@@ -131,7 +131,7 @@ def test_local_checkpoint_is_ready_and_a_missing_path_is_not(tmp_path):
     clip = {"model": "lmmreg-tiny-quickgelu", "pretrained": str(tmp_path / "clip.pt")}
     assert doctor.check_weights(parse_params(paper_params(clip=clip)), tmp_path).status == OK
     gone = doctor.check_weights(parse_params(paper_params(clip={**clip, "pretrained": "nope/clip.pt"})), tmp_path)
-    assert gone.status == MISSING and "nope/clip.pt not found" in gone.detail
+    assert gone.status == MISSING and "nope/clip.pt not found" in gone.detail and "open_clip tag" in gone.fix
 
 
 # ------------------------------------------------------------------------------------------------ describer

@@ -116,7 +116,8 @@ def check_weights(params: Params, root: Path) -> Check:
                              "to fetch them now: " + "\n".join(line.strip() for line in fetch))
             return Check(name, MISSING, f"{cfg.model}/{cfg.pretrained}: not in the local caches, and offline "
                                         f"({host}:{port}: {problem})", "\n".join(line.strip() for line in fetch))
-        return Check(name, MISSING, first, "\n".join(line.strip() for line in fetch))
+        return Check(name, MISSING, first, "\n".join(line.strip() for line in fetch) or
+                     "set clip.pretrained to a checkpoint that exists, or to an open_clip tag (docs/clip.md)")
     except (ValueError, OSError) as e:
         return Check(name, MISSING, str(e).splitlines()[0], "fix clip.model / clip.pretrained (docs/clip.md)")
     return Check(name, OK, f"{cfg.model}/{cfg.pretrained}: {w.source} {w.path}" if w.path else
