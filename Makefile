@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup setup-test repro test test-fast bench study study-reduced lint mlflow-init doctor
+.PHONY: setup setup-test repro test test-fast bench bench-repro study study-reduced lint mlflow-init doctor
 
 setup: $(VENV)/.synced
 
@@ -45,6 +45,11 @@ bench: setup
 	python benchmarks/bench_clip.py --cpu-epoch-images 16
 	python benchmarks/bench_describe_openai.py
 	python benchmarks/bench_pretrain.py
+	python benchmarks/bench_repro.py
+
+# From a clean clone: make repro with per-stage seconds, dvc exp run -S alpha=0.1, a 4-point queued sweep at -j 2.
+bench-repro: setup
+	python benchmarks/bench_repro.py
 
 # One `dvc exp run` per point of configs/study.yaml, then the report (its regime study section and reports/study/).
 study: setup

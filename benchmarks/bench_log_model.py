@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from lmmreg.config import load_params
-from lmmreg.stages import centroids, describe, embed_text, features, make_demo, prepare, train
+from lmmreg.stages import centroids, describe, embed_text, features, make_demo, prepare, train_all
 
 
 def main() -> None:
@@ -45,7 +45,7 @@ def main() -> None:
     features.main(params, raw=raw, manifest=prepared, out=feats, workers=0)
     for log_model in [False, True] * args.repeats:
         start = time.perf_counter()
-        train.main(params, dataset=ds, manifest=prepared, features=feats, text=text, centroids=cents,
+        train_all.main(params, dataset=ds, manifest=prepared, features=feats, text=text, centroids=cents,
                    models=root / "models" / ds, metrics=root / "metrics" / f"{ds}.json",
                    plots=root / "plots" / f"{ds}.csv", log_model=log_model)
         total = time.perf_counter() - start

@@ -67,6 +67,18 @@ def expand(grid_file: Path, params: dict, *, reduced: bool) -> tuple[list[dict],
     return points, keys
 
 
+def train_targets(params: dict) -> list[str]:
+    """The train stages to run per point, as dvc.yaml names them: `train@<dataset>`, or, where the train stage is
+    split per (dataset, method), every `train@...` stage DVC lists (the report then reads all their runs)."""
+    try:
+        listed = subprocess.run(["dvc", "stage", "list", "--name-only"], cwd=ROOT, capture_output=True, text=True,
+                                check=True).stdout.split()
+    except (OSError, subprocess.CalledProcessError):
+        listed = []
+    found = [s for s in listed if s == "train" or s.startswith("train@")]
+    return found or [f"train@{d}" for d in params["datasets"]]
+
+
 def _run(cmd: list[str], env: dict) -> tuple[float, list[str], str]:
     t = time.perf_counter()
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
@@ -99,7 +111,7 @@ def main() -> None:
     params = yaml.safe_load(original)
     points, keys = expand(args.grid, params, reduced=args.reduced)
     full, _ = expand(args.grid, params, reduced=False)
-    targets = [f"train@{d}" for d in params["datasets"]]
+    targets = train_targets(params)
 
     def command(p: dict) -> list[str]:
         return ["dvc", "exp", "run", *itertools.chain.from_iterable(("-S", f"{k}={_yaml_value(v)}") for k, v in

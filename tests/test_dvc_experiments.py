@@ -8,6 +8,7 @@ folders) with their alpha, and that `dvc exp show` lists the experiments with th
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,11 @@ import pytest
 from tests.dvc_repo import DVC, make_repo, run, wait_for_queue
 
 pytestmark = pytest.mark.slow
+
+
+def ran(out: str) -> set[str]:
+    """The stages a `dvc repro` / `dvc exp run` log says it ran."""
+    return set(re.findall(r"Running stage '([^']+)'", out))
 
 
 @pytest.fixture
@@ -42,7 +48,8 @@ def test_repro_exp_run_and_queue_log_to_the_project_store(scratch_repo):
     run(["git", "commit", "-qm", "baseline run"], repo, env)
 
     out = run([DVC, "exp", "run", "-S", "alpha=0.1"], repo, env)
-    assert "Running stage 'train@demo'" in out and "Running stage 'features@demo'" not in out  # only what α affects
+    ran_ = ran(out)
+    assert "train@demo-lmm_reg" in ran_ and "train@demo-finetune" not in ran_ and "features@demo" not in ran_
 
     run([DVC, "exp", "run", "--queue", "-S", "alpha=0.5"], repo, env)
     run([DVC, "queue", "start"], repo, env)
@@ -52,7 +59,7 @@ def test_repro_exp_run_and_queue_log_to_the_project_store(scratch_repo):
     # stages' outputs from the cache (above all the LMM store), not describe every image again.
     name = next(line.split()[1] for line in status.splitlines() if "Success" in line)
     logs = run([DVC, "queue", "logs", name], repo, env)
-    assert "Running stage 'train@demo'" in logs
+    assert "Running stage 'train@demo-lmm_reg'" in logs and "Running stage 'train@demo-finetune'" not in logs
     for stage in ("describe@demo", "embed_text@demo", "features@demo"):
         assert f"Running stage '{stage}'" not in logs, logs[-3000:]
     assert not list((repo / ".dvc/tmp/exps").glob("tmp*")), "DVC's temp experiment folder should be gone"
@@ -82,19 +89,15 @@ def test_repro_exp_run_and_queue_log_to_the_project_store(scratch_repo):
 def test_study_params_re_run_only_the_stages_they_touch(scratch_repo):
     """A shots change re-runs train (and the report); a description-noise change re-describes, then re-runs
     embed_text, centroids and train; the report's regime study then shows both variables."""
-    import re
-
     repo, env = scratch_repo
     run([DVC, "repro"], repo, env)
     run(["git", "add", "-A"], repo, env)
     run(["git", "commit", "-qm", "baseline run"], repo, env)
 
-    def ran(out: str) -> set[str]:
-        return set(re.findall(r"Running stage '([^']+)'", out))
-
-    assert ran(run([DVC, "exp", "run", "-S", "train.shots=2"], repo, env)) == {"train@demo", "report"}
+    train = {"plan@demo", "train@demo-finetune", "train@demo-lmm_reg", "summarize@demo", "report"}
+    assert ran(run([DVC, "exp", "run", "-S", "train.shots=2"], repo, env)) == train
     out = run([DVC, "exp", "run", "-S", "train.shots=all", "-S", "describe.options.noise=0.5"], repo, env)
-    assert ran(out) == {"describe@demo", "embed_text@demo", "centroids@demo", "train@demo", "report"}
+    assert ran(out) == {"describe@demo", "embed_text@demo", "centroids@demo", *train}
     md = (repo / "reports/tables.md").read_text()
     assert "description noise (scripted describer), at the current configuration" in md
     assert "shots per class, at the current configuration but describe_noise = 0.15" in md

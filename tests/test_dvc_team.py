@@ -38,7 +38,7 @@ def project(tmp_path_factory) -> tuple[Path, dict, float]:
     env = make_repo(repo, venv=True)
     assert str(BIN) not in env["PATH"]
     out = run([DVC, "repro"], repo, env)
-    assert "Running stage 'train@demo'" in out
+    assert "Running stage 'train@demo-lmm_reg'" in out
     run(["git", "add", "-A"], repo, env)
     run(["git", "commit", "-qm", "baseline run"], repo, env)
     return repo, env, time.time() - t0
@@ -87,7 +87,7 @@ def test_push_clone_pull_is_up_to_date_and_shares_experiments(project, kind, alp
     # workspace report has not seen them yet), and committing that without `dvc repro` would leave report changed.
     run(["git", "commit", "-qm", f"DVC remote: {kind}", ".dvc/config"], repo, env)
     out = run([DVC, "exp", "run", "--temp", "-S", f"alpha={alpha}"], repo, env)  # a temp checkout: no .venv there
-    assert "Running stage 'train@demo'" in out
+    assert "Running stage 'train@demo-lmm_reg'" in out
     exp_name = re.search(r"Ran experiment\(s\): (\S+)", out).group(1)
     exp_s = time.time() - t0
     pushed = _count(r"(\d+) files? pushed", run([DVC, "push"], repo, env))

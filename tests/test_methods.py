@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from lmmreg.config import (
     BaselinesConfig,
@@ -157,6 +158,63 @@ def test_holdout_split_with_shots_follows_coops_rule():
         holdout_split(y, seed=0, shots=24)
 
 
+def test_search_split_follows_baselines_val_rule():
+    from lmmreg.methods.base import search_split
+
+    y = torch.arange(40) % 4
+    inp = MethodInputs(tail=nn.Identity(), train_feat=torch.randn(40, 3), test_feat=torch.zeros(1, 3), train_y=y,
+                       test_y=torch.zeros(1, dtype=torch.long), centroids=torch.zeros(4, 3),
+                       class_text=torch.zeros(4, 3), train_text_mean=torch.zeros(40, 3),
+                       test_text_mean=torch.zeros(1, 3), val_feat=torch.randn(8, 3), val_y=torch.arange(8) % 4)
+    outside = search_split(inp, _ctx(BaselinesConfig(val_rule="outside_shots")))
+    assert outside.val_idx is None and torch.equal(outside.fit_idx, torch.arange(40))  # fit on every shot
+    val_x, val_y = outside.val(inp, inp.train_feat * 2, lambda f: f * 2)  # in the method's own form
+    assert torch.equal(val_x, inp.val_feat * 2) and torch.equal(val_y, inp.val_y)
+    cut = search_split(inp, _ctx(BaselinesConfig(val_rule="from_shots")))
+    assert torch.equal(cut.val_idx, holdout_split(y, seed=0, val_fraction=0.2)[1])
+    val_x, val_y = cut.val(inp, inp.train_feat, lambda f: f)
+    assert torch.equal(val_x, inp.train_feat[cut.val_idx]) and torch.equal(val_y, y[cut.val_idx])
+    full = dataclasses.replace(inp, val_feat=None, val_y=None)  # shots: all: the val_fraction split either way
+    assert torch.equal(search_split(full, _ctx()).val_idx, cut.val_idx)
+    assert search_split(dataclasses.replace(inp, val_feat=inp.val_feat[:0], val_y=inp.val_y[:0]), _ctx()) is None
+
+
+@pytest.mark.parametrize("method", ["prolip", "gda", "tip_adapter", "tip_adapter_f", "linear_probe_lbfgs"])
+def test_searches_use_the_validation_images_outside_the_shots(clip, method, monkeypatch):
+    """outside_shots: the search never cuts a split from the shots; from_shots: the images outside are never read."""
+    import lmmreg.methods.base as base
+
+    inp = _inputs(clip, n_train=16)  # 4 shots per class
+    extra = _inputs(clip, n_train=8, seed=1)
+    with_val = dataclasses.replace(inp, val_feat=extra.train_feat, val_y=extra.train_y)
+    cut = dataclasses.replace(FAST, val_rule="from_shots")
+    a = run_method(method, with_val, alpha=0.0, cfg=TrainConfig(epochs=1), seed=0, baselines=cut)
+    b = run_method(method, inp, alpha=0.0, cfg=TrainConfig(epochs=1), seed=0, baselines=cut)
+    assert a.chosen == b.chosen and a.final.acc == b.final.acc
+
+    def no_cut(*args, **kwargs):
+        raise AssertionError("outside_shots cut a validation split from the shots")
+
+    monkeypatch.setattr(base, "holdout_split", no_cut)
+    res = run_method(method, with_val, alpha=0.0, cfg=TrainConfig(epochs=1), seed=0, baselines=FAST)
+    assert set(res.chosen) == set(b.chosen)
+
+
+def test_logit_scale_param_sets_the_zero_shot_scale(clip):
+    from lmmreg.methods.base import zero_shot_scale
+    from lmmreg.methods.tip_adapter import TipAdapter
+
+    inp = _inputs(clip)
+    assert zero_shot_scale(inp, _ctx(BaselinesConfig(logit_scale="fixed_100"))) == 100.0
+    assert zero_shot_scale(inp, _ctx(BaselinesConfig(logit_scale="model"))) == pytest.approx(inp.logit_scale)
+    assert inp.logit_scale != pytest.approx(100.0)
+    s = zero_shot_scale(inp, _ctx())  # the default: the model's own
+    model = TipAdapter(F.normalize(inp.tail(inp.train_feat).detach(), dim=-1), inp.train_y, inp.class_text,
+                       beta=1.0, alpha=0.0, scale=s).eval()
+    with torch.no_grad():
+        assert torch.allclose(model(inp.tail(inp.test_feat))[1], s * _zero_shot_cos(inp, inp.test_feat), atol=1e-4)
+
+
 @pytest.mark.parametrize("method", ["prolip", "gda", "tip_adapter", "tip_adapter_f", "linear_probe_lbfgs"])
 def test_without_a_validation_split_the_defaults_are_used(clip, method):
     inp = _inputs(clip, n_train=4, n_test=8)  # one training image per class: nothing can be held out
@@ -249,6 +307,29 @@ def test_prolip_with_a_huge_regulariser_stays_at_zero_shot(clip):
     assert drift_held < 0.05 * drift_free
     assert (held.final.preds == zs.argmax(1)).float().mean() > 0.95
     assert inp.tail.proj.detach().equal(proj0)  # the shared tail is never trained in place
+
+
+@pytest.mark.parametrize("aug", [0, 2])
+def test_prolip_grid_search_trains_each_setting_as_one_run_would(clip, aug, monkeypatch):
+    """The batched search (every setting at once) gives the weights, bitwise, and the accuracies of one run each."""
+    from lmmreg.methods import prolip as mod
+
+    inp = _inputs(clip, aug=aug)
+    ctx = _ctx(dataclasses.replace(BaselinesConfig(), prolip=ProLIPConfig(steps=12)), seed=3)
+    grid = [(1.0e-2, 10.0), (1.0e-2, 0.0), (1.0e-3, 1.0), (1.0e-5, 0.1)]
+    views = inp.train_views()
+    pre = inp.tail.pre_projection(inp.train_feat if views is None else views.flatten(0, 1)).detach()
+    pre = pre if views is None else pre.view(*views.shape[:2], -1)
+    text = F.normalize(inp.class_text, dim=-1)
+    weights = mod._train_grid(pre, inp.train_y, views is not None, inp.tail.proj.detach(), text, grid, steps=12,
+                              seed=3, scale=inp.logit_scale)
+    accs = mod.search_grid(inp, ctx, grid=grid, eval_x=inp.test_feat, eval_y=inp.test_y)
+    for (lr, reg), w, acc in zip(grid, weights, accs, strict=True):
+        one = mod.train_prolip(inp, ctx, lr=lr, reg=reg, eval_x=inp.test_feat, eval_y=inp.test_y, search=True)
+        assert torch.equal(one.state_dict["tail.proj"], w), (lr, reg)
+        assert one.final.acc == acc
+    monkeypatch.setattr(mod, "GRID_ELEMENTS", 1)  # batches of one run each: the same accuracies
+    assert mod.search_grid(inp, ctx, grid=grid, eval_x=inp.test_feat, eval_y=inp.test_y) == accs
 
 
 def test_prolip_default_lambda_is_one_over_shots(clip):

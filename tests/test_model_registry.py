@@ -14,7 +14,7 @@ import pytest
 
 from lmmreg import classifier, tracking
 from lmmreg.data.manifest import load_manifest
-from lmmreg.stages import train
+from lmmreg.stages import train_all
 from tests.test_pipeline import run_pipeline
 
 pytestmark = pytest.mark.slow
@@ -119,16 +119,18 @@ def test_log_model_false_logs_no_model(small_params, mlflow_root):
     client = MlflowClient(tracking.tracking_uri())
     assert len(client.search_model_versions("name = 'lmmreg-demo'")) == 1
     assert str(client.get_model_version_by_alias("lmmreg-demo", "champion").version) == "1"
-    train.main(params, dataset="demo", manifest=root / "data/prepared/demo", features=root / "data/features/demo.pt",
-               text=root / "data/text/demo", centroids=root / "data/centroids/demo.pt", models=root / "models/x",
-               metrics=root / "metrics/x.json", plots=root / "plots/x.csv", log_model=False)
+    train_all.main(params, dataset="demo", manifest=root / "data/prepared/demo",
+                   features=root / "data/features/demo.pt", text=root / "data/text/demo",
+                   centroids=root / "data/centroids/demo.pt", models=root / "models/x",
+                   metrics=root / "metrics/x.json", plots=root / "plots/x.csv", log_model=False)
     assert len(client.search_model_versions("name = 'lmmreg-demo'")) == 1
 
     # Another train (1 epoch) is the latest version; `champion` is the best registered so far (the newer on a tie).
     worse = dataclasses.replace(params, train=dataclasses.replace(params.train, epochs=1))
-    train.main(worse, dataset="demo", manifest=root / "data/prepared/demo", features=root / "data/features/demo.pt",
-               text=root / "data/text/demo", centroids=root / "data/centroids/demo.pt", models=root / "models/y",
-               metrics=root / "metrics/y.json", plots=root / "plots/y.csv")
+    train_all.main(worse, dataset="demo", manifest=root / "data/prepared/demo",
+                   features=root / "data/features/demo.pt", text=root / "data/text/demo",
+                   centroids=root / "data/centroids/demo.pt", models=root / "models/y",
+                   metrics=root / "metrics/y.json", plots=root / "plots/y.csv")
     champion = client.get_model_version_by_alias("lmmreg-demo", "champion")
     versions = client.search_model_versions("name = 'lmmreg-demo'")
     scores = {int(v.version): float(v.tags["lmmreg.score"]) for v in versions}

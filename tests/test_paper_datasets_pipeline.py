@@ -8,7 +8,7 @@ import json
 import pytest
 
 from lmmreg.data.manifest import load_manifest
-from lmmreg.stages import centroids, describe, embed_text, features, prepare, report, train
+from lmmreg.stages import centroids, describe, embed_text, features, prepare, report, train_all
 from tests.conftest import SMALL_BASELINES
 from tests.data_fixtures import build_bar_tree, build_era_tree, make_params
 
@@ -48,7 +48,7 @@ def test_bar_and_era_run_end_to_end(mlflow_root):
         centroids.main(params, manifest=prep, text=text, out=cents)
         feats = root / f"data/features/{ds}.pt"
         features.main(params, raw=raw, manifest=prep, out=feats, workers=0)
-        summary = train.main(params, dataset=ds, manifest=prep, features=feats, text=text, centroids=cents,
+        summary = train_all.main(params, dataset=ds, manifest=prep, features=feats, text=text, centroids=cents,
                              models=root / f"models/{ds}", metrics=root / f"metrics/{ds}.json",
                              plots=root / f"plots/{ds}.csv")
         assert set(summary) == set(params.train.methods)

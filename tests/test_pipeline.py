@@ -7,12 +7,14 @@ import shutil
 import pytest
 
 from lmmreg import report as report_lib
-from lmmreg.stages import centroids, describe, embed_text, features, make_demo, prepare, report, train
+from lmmreg.plan import TrainPaths
+from lmmreg.stages import centroids, describe, embed_text, features, make_demo, prepare, report, train_all
 
 pytestmark = pytest.mark.slow
 
 
-def run_pipeline(params, root, *, dataset="demo"):
+def prepare_inputs(params, root, *, dataset="demo") -> TrainPaths:
+    """Every stage before training, in-process: the train stages' inputs."""
     raw, prepared = root / "data/raw" / dataset, root / "data/prepared" / dataset
     make_demo.main(params.demo, out=raw)
     prepare.main(params, dataset=dataset, raw=raw, out=prepared)
@@ -25,9 +27,14 @@ def run_pipeline(params, root, *, dataset="demo"):
     centroids.main(params, manifest=prepared, text=text, out=cents)
     feats = root / "data/features" / f"{dataset}.pt"
     features.main(params, raw=raw, manifest=prepared, out=feats, workers=0)
-    return train.main(params, dataset=dataset, manifest=prepared, features=feats, text=text, centroids=cents,
-                      models=root / "models" / dataset, metrics=root / "metrics" / f"{dataset}.json",
-                      plots=root / "plots" / f"{dataset}.csv")
+    return TrainPaths(manifest=prepared, features=feats, text=text, centroids=cents)
+
+
+def run_pipeline(params, root, *, dataset="demo"):
+    p = prepare_inputs(params, root, dataset=dataset)
+    return train_all.main(params, dataset=dataset, manifest=p.manifest, features=p.features, text=p.text,
+                          centroids=p.centroids, models=root / "models" / dataset,
+                          metrics=root / "metrics" / f"{dataset}.json", plots=root / "plots" / f"{dataset}.csv")
 
 
 def test_pipeline_report_and_snapshot(small_params, mlflow_root, monkeypatch):
@@ -35,8 +42,10 @@ def test_pipeline_report_and_snapshot(small_params, mlflow_root, monkeypatch):
     summary = run_pipeline(small_params, root)
     assert set(summary) == set(small_params.train.methods)
     metrics = json.loads((root / "metrics/demo.json").read_text())
-    assert set(metrics["test_acc"]) == set(small_params.train.methods) and metrics["parent_run_id"]
-    assert (root / "models/demo/lmm_reg_s0.pt").is_file()
+    assert set(metrics["test_acc"]) == set(small_params.train.methods)
+    assert all(isinstance(v, float) for d in metrics.values() for v in d.values())  # DVC metrics: numbers only
+    assert json.loads((root / "models/demo/runs.json").read_text())["parent_run_id"]
+    assert (root / "models/demo/methods/lmm_reg/s0.pt").is_file()
     curves = (root / "plots/demo.csv").read_text().splitlines()
     assert curves[0].split(",")[0] == "epoch" and {"finetune", "lmm_reg"} <= set(curves[0].split(","))
     assert len(curves) == 1 + small_params.train.epochs
@@ -44,7 +53,7 @@ def test_pipeline_report_and_snapshot(small_params, mlflow_root, monkeypatch):
     # A second alpha: the same configuration but for alpha, as `dvc exp run -S alpha=0.5` logs it.
     other = dataclasses.replace(small_params, alpha=0.5,
                                 train=dataclasses.replace(small_params.train, methods=["lmm_reg"]))
-    train.main(other, dataset="demo", manifest=root / "data/prepared/demo", features=root / "data/features/demo.pt",
+    train_all.main(other, dataset="demo", manifest=root / "data/prepared/demo", features=root / "data/features/demo.pt",
                text=root / "data/text/demo", centroids=root / "data/centroids/demo.pt", models=root / "models/x",
                metrics=root / "metrics/x.json", plots=root / "plots/x.csv")
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 def test_fill_from_snapshot_takes_only_what_the_store_lacks_of_this_configuration(small_params, monkeypatch):
     from lmmreg import report as rep
+    from lmmreg.report import snapshot
 
-    monkeypatch.setattr(rep, "_expected", lambda params, prepared: [
+    monkeypatch.setattr(snapshot, "_expected", lambda params, prepared: [
         ("demo", "lmm_reg", {"config_id": "C", "ablation_id": "A", "alpha": "0.01"}),
         ("demo", "finetune", {"config_id": "F", "ablation_id": "AF", "alpha": "0.0"})])
 

@@ -93,6 +93,33 @@ def test_default_centroids_come_from_the_shots_only_no_leak():
     assert same is inp and all_ids == ids
 
 
+@pytest.mark.parametrize("k", [1, 2, 4, 6])
+def test_validation_images_lie_outside_the_shots_min_k_4_per_class_and_follow_the_seed(k):
+    inp, ids, desc = _inputs_and_descriptions(n_per_class=12)
+    cfg = TrainConfig(shots=k)
+    sub, kept = few_shot_inputs(inp, cfg, seed=0, train_ids=ids, desc=desc, classes=["a", "b", "c"])
+    rows = {tuple(r.tolist()): i for i, r in enumerate(inp.train_feat)}  # every feature row is unique
+    val = [rows[tuple(r.tolist())] for r in sub.val_feat]
+    assert not {ids[i] for i in val} & set(kept)  # disjoint from the K shots
+    assert torch.equal(sub.val_y, inp.train_y[val])
+    assert torch.bincount(sub.val_y, minlength=3).tolist() == [min(k, 4)] * 3
+    again, _ = few_shot_inputs(inp, cfg, seed=0, train_ids=ids, desc=desc, classes=["a", "b", "c"])
+    assert torch.equal(again.val_feat, sub.val_feat)  # deterministic per seed
+    other, _ = few_shot_inputs(inp, cfg, seed=1, train_ids=ids, desc=desc, classes=["a", "b", "c"])
+    assert not torch.equal(other.val_feat, sub.val_feat)
+
+
+def test_a_class_with_too_few_images_outside_the_shots_gives_what_it_has(caplog):
+    from lmmreg.validation import outside_shots
+
+    y = torch.tensor([0] * 10 + [1] * 5)
+    shots = torch.tensor([0, 1, 2, 3, 10, 11, 12, 13])  # 4 shots each: class 1 has one image left
+    with caplog.at_level(logging.WARNING):
+        val = outside_shots(y, shots, shots=4, seed=0, classes=["a", "b"])
+    assert torch.bincount(y[val]).tolist() == [4, 1] and not set(val.tolist()) & set(shots.tolist())
+    assert "['b']" in caplog.text
+
+
 def test_step_budget_gives_every_k_the_full_data_steps_and_about_epochs_evaluations():
     cfg = TrainConfig(epochs=10, batch_size=16, lr=1e-2)
     steps = total_steps(cfg, n_full=96)  # 10 epochs of 6 batches

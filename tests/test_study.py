@@ -9,7 +9,9 @@ import pytest
 from lmmreg.config import parse_params
 from lmmreg.identity import study_point
 from lmmreg.report import Snapshot, read_snapshot, write_snapshot
-from lmmreg.study import closing_note, fidelity, slice_rows, study_markdown, study_slices, varying, write_study
+from lmmreg.report.study import fidelity, slice_rows, study_slices, varying
+from lmmreg.report.study_answer import study_answer
+from lmmreg.report.study_section import study_markdown, write_study
 from tests.conftest import small_raw_params
 
 N_TEST = 20
@@ -89,7 +91,7 @@ def test_study_tables_have_the_known_answer(params):
     assert _by(arows, "1.0", "delta")["mean"] == pytest.approx(-20.0)
     assert _by(arows, "1.0", "finetune")["mean"] == pytest.approx(50.0)  # the baseline has no alpha: flat
 
-    note = closing_note(snap, "demo", params)
+    note = study_answer(snap, "demo", params)
     assert "over 4 study points" in note and "beats the baseline (95% interval above 0) at 3" in note
     assert "loses (interval below 0) at 1" in note and "Δ = -20.00" in note and "alpha = 1.0" in note
 
@@ -118,3 +120,39 @@ def test_no_varying_variable_says_how_to_run_the_study(params):
     snap.runs = [r for r in snap.runs if r["role"] == "current"]
     md = "\n".join(study_markdown(snap, params, {"demo": []}))
     assert "No study variable varies" in md and "make study" in md
+
+
+def test_the_default_study_grid_covers_the_regime_study():
+    """configs/study.yaml (what `make study` runs): every K at full params, noise and alpha at full data and at
+    4 shots, normalize x reg_reduction and the head initialisations at both."""
+    import importlib.util
+
+    from tests.conftest import REPO, load_raw_params
+
+    spec = importlib.util.spec_from_file_location("bench_study", REPO / "benchmarks/bench_study.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    raw = load_raw_params()
+    points, keys = bench.expand(REPO / "configs/study.yaml", raw, reduced=False)
+    base = {k: bench._get(raw, k) for k in keys}
+    seen = [base, *points]
+
+    def has(**want) -> bool:
+        want = {k.replace("__", "."): v for k, v in want.items()}
+        return any(all(p[k] == v for k, v in want.items()) for p in seen)
+
+    for k in (1, 2, 4, 8, 16, "all"):
+        assert has(train__shots=k, alpha=base["alpha"], describe__options__noise=base["describe.options.noise"])
+    for shots in (4, "all"):
+        for noise in (0.0, 0.15, 0.5, 1.0):
+            assert has(train__shots=shots, describe__options__noise=noise, alpha=base["alpha"])
+        for alpha in (0.001, 0.01, 0.1, 1.0):
+            assert has(train__shots=shots, alpha=alpha, describe__options__noise=base["describe.options.noise"])
+        for normalize in (False, True):
+            for red in ("sum", "mean"):
+                assert has(train__shots=shots, train__normalize=normalize, train__reg_reduction=red)
+        for init in ("random", "class_text", "centroids"):
+            assert has(train__shots=shots, train__head_init=init)
+    assert len({json.dumps(p, sort_keys=True) for p in points}) == len(points) and base not in points
+    noise = [p["describe.options.noise"] for p in points]  # ordered by noise: the LMM is asked once per value
+    assert noise == sorted(noise, key=[base["describe.options.noise"], *dict.fromkeys(noise)].index)

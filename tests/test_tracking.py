@@ -58,13 +58,17 @@ def test_root_falls_back_to_the_folder_holding_dvc_yaml(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_child_run_round_trip(mlflow_root, monkeypatch):
     monkeypatch.setenv("DVC_EXP_NAME", "exp-test")
-    logger = tracking.RunLogger(dataset="demo", params={"alpha": 0.1, "train": {"lr": 1e-4}}, tags={})
     history = [{"epoch": e, "test_acc": 50.0 + e, "train_loss": 1.0 / e} for e in range(1, 6)]
-    run_id = logger.log_child(name="demo/lmm_reg/s0", params={"alpha": 0.1, "train": {"lr": 1e-4}, "seed": 0},
-                              tags={"lmmreg.method": "lmm_reg", "lmmreg.config_id": "abc", "lmmreg.seed": "0"},
-                              history=history, final={"reported_test_acc": 55.0},
-                              artifacts={"predictions.json": {"ids": ["a"], "labels": [1], "preds": [1]},
-                                         "head.pt": {"w": [1, 2]}})
+    with tracking.LiveRuns(dataset="demo") as live:
+        live.start(0, name="demo/lmm_reg/s0", params={"alpha": 0.1, "train": {"lr": 1e-4}, "seed": 0},
+                   tags={"lmmreg.method": "lmm_reg", "lmmreg.config_id": "abc", "lmmreg.seed": "0"})
+        for row in history:
+            live.log_epoch(0, row)
+        run_id = live.finish(0, final={"reported_test_acc": 55.0},
+                             artifacts={"predictions.json": {"ids": ["a"], "labels": [1], "preds": [1]},
+                                        "head.pt": {"w": [1, 2]}})
+    logger = tracking.RunLogger(dataset="demo", params={"alpha": 0.1, "train": {"lr": 1e-4}}, tags={})
+    assert logger.adopt([run_id]) == ([run_id], [])  # the parent of the runs this invocation trained
     logger.close()
     runs = tracking.search_child_runs({"lmmreg.config_id": "abc"})
     assert [r["run_id"] for r in runs] == [run_id]
@@ -152,9 +156,10 @@ def test_link_command_stores_the_view_on_the_experiment(mlflow_root, capsys):
 _CHILD = """
 import os, signal, sys, time
 from lmmreg import tracking
-with tracking.RunLogger(dataset="demo", params={"alpha": 0.1}, tags={}) as logger:
-    logger.log_child(name="c", params={"seed": 0}, tags={"lmmreg.seed": "0"}, history=[], final={}, artifacts={})
-    print(logger.parent_id, flush=True)
+with tracking.LiveRuns(dataset="demo") as live:  # a train stage, mid-training
+    run_id = live.start(0, name="c", params={"seed": 0}, tags={"lmmreg.seed": "0"})
+    live.log_epoch(0, {"epoch": 1, "test_acc": 50.0})
+    print(run_id, flush=True)
     if sys.argv[1] == "sigkill":
         os.kill(os.getpid(), signal.SIGKILL)
     time.sleep(120)
@@ -216,3 +221,17 @@ def test_an_exception_ends_the_runs_as_failed(mlflow_root):
             raise RuntimeError("boom")
     run = _run(logger.parent_id)
     assert run.info.status == "FAILED" and run.data.tags["lmmreg.failed_reason"] == "RuntimeError: boom"
+    with pytest.raises(ValueError):
+        with tracking.LiveRuns(dataset="demo") as live:
+            run_id = live.start(0, name="c", params={}, tags={})
+            live.log_epoch(0, {"epoch": 1, "test_acc": 50.0})
+            raise ValueError("bad input")
+    run = _run(run_id)
+    assert run.info.status == "FAILED" and run.data.tags["lmmreg.failed_reason"] == "ValueError: bad input"
+    assert [m.value for m in _client_history(run_id)] == [50.0]  # what arrived before the error is kept
+
+
+def _client_history(run_id: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking.tracking_uri()).get_metric_history(run_id, "test_acc")

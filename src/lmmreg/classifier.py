@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -36,14 +35,14 @@ from torch import nn
 
 from lmmreg.config import ClipConfig
 from lmmreg.encoders import VisionTail, build_clip, encode_boundary
+from lmmreg.tracking import quiet_model_logging
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # before mlflow is imported: no network lookup
 
-import mlflow.pyfunc  # noqa: E402  (the pyfunc base class below)
+with quiet_model_logging():  # importing pyfunc runs MLflow's own `Any` type-hint checks (mlflow.types.responses)
+    import mlflow.pyfunc  # noqa: E402  (the pyfunc base class below)
 
 log = logging.getLogger(__name__)
-# `list[Any]` is deliberate (a row is a path or an array); MLflow warns that it cannot validate Any.
-warnings.filterwarnings("ignore", message="Any type hint is inferred as AnyType")
 
 SERVABLE = ("zero_shot", "zero_shot_lmm", "linear_probe", "finetune", "lmm_reg")
 SPEC, TRAINABLE, VISUAL = "spec.json", "trainable.pt", "visual.pt"
@@ -189,15 +188,16 @@ def predict_images(model: ImageClassifier, transform, classes: list[str], images
     return out
 
 
-class PyfuncClassifier(mlflow.pyfunc.PythonModel):
-    """MLflow pyfunc wrapper: `predict(list of image paths or [H, W, 3] uint8 arrays) -> list of class names`.
+with quiet_model_logging():  # MLflow checks the predict type hints here: `list[Any]` is meant
+    class PyfuncClassifier(mlflow.pyfunc.PythonModel):
+        """MLflow pyfunc wrapper: `predict(list of image paths or [H, W, 3] uint8 arrays) -> list of class names`.
 
-    The signature comes from the type hints (a list of anything: paths and arrays are both valid rows).
-    Served: `POST /invocations {"inputs": ["/path/a.png", [[[0, 0, 0], ...]]]}` -> {"predictions": [...]}.
-    """
+        The signature comes from the type hints (a list of anything: paths and arrays are both valid rows).
+        Served: `POST /invocations {"inputs": ["/path/a.png", [[[0, 0, 0], ...]]]}` -> {"predictions": [...]}.
+        """
 
-    def load_context(self, context) -> None:
-        self.model, self.transform, self.classes = load_classifier(context.artifacts["classifier"])
+        def load_context(self, context) -> None:
+            self.model, self.transform, self.classes = load_classifier(context.artifacts["classifier"])
 
-    def predict(self, model_input: list[Any], params: dict[str, Any] | None = None) -> list[str]:
-        return predict_images(self.model, self.transform, self.classes, list(model_input))
+        def predict(self, model_input: list[Any], params: dict[str, Any] | None = None) -> list[str]:
+            return predict_images(self.model, self.transform, self.classes, list(model_input))

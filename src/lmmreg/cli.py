@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Callable
 
+from lmmreg import threads
 from lmmreg.config import ConfigError, Params, load_params
 
 
@@ -41,6 +42,7 @@ def run_stage(main: Callable[[argparse.Namespace, Params], None], parser: argpar
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parser.parse_args()
     try:
+        threads.configure()  # this stage's share of the cores (lmmreg.threads): queued experiments share them
         params = load_params(args.params)
         main(args, params)
     except (ConfigError, FileNotFoundError, ValueError, KeyError) as e:

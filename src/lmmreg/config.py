@@ -215,10 +215,17 @@ class LinearProbeLbfgsConfig:
 
 @dataclass(frozen=True)
 class BaselinesConfig:
-    # Share of each class's training images held out to search hyper-parameters. Under train.shots: K the
-    # baselines are given the K shots only, so the share is cut from them (CoOp's min(K, 4) from outside the
-    # shots is lmmreg.validation.holdout_split(shots=K, train_idx=...), not yet wired into the train stage).
+    # Share of each class's training images held out to search hyper-parameters (full data, and val_rule: from_shots).
     val_fraction: float = 0.2
+    # The search's validation images under train.shots: K. outside_shots: min(K, 4) per class from the training
+    # images that are not among the K shots, drawn per seed (CoOp / Dassl, lpclip's val_shot_list); from_shots:
+    # val_fraction of the K shots themselves. At shots: all both are the val_fraction split.
+    val_rule: Literal["outside_shots", "from_shots"] = "outside_shots"
+    # The scale of the zero-shot logits in GDA, Tip-Adapter(-F) and ProLIP. Their official code writes 100 because
+    # that is OpenAI CLIP's learnt temperature exp(logit_scale) (clamped at 100 in training); `model` uses the
+    # CLIP's own, the same as 100 for OpenAI's weights and its faithful analogue for any other CLIP (the demo's
+    # learnt 16.7); `fixed_100` keeps the literal constant whatever the model.
+    logit_scale: Literal["model", "fixed_100"] = "model"
     prolip: ProLIPConfig = field(default_factory=ProLIPConfig)
     gda: GDAConfig = field(default_factory=GDAConfig)
     tip_adapter: TipAdapterConfig = field(default_factory=TipAdapterConfig)

@@ -294,14 +294,50 @@ def resolve_weights(cfg: ClipConfig, *, cache_dir: str | os.PathLike | None = No
     )
 
 
+class _DropOpenClipInfo(logging.Filter):
+    """Drops open_clip's INFO lines ("Parsing model identifier ...", about ten per model build): it logs on the root
+    logger, so they cannot be silenced by its logger's name. With `random_init`, also its warning that no weights
+    were loaded: random init was asked for (`clip.pretrained: ""`), and build_clip says so itself."""
+
+    def __init__(self, random_init: bool):
+        super().__init__()
+        self.random_init = random_init
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _OPEN_CLIP_DIR not in record.pathname:
+            return True
+        if self.random_init and record.getMessage().startswith("No pretrained weights loaded"):
+            return False
+        return record.levelno >= logging.WARNING
+
+
+_OPEN_CLIP_DIR = str(Path(open_clip.__file__).parent)
+
+
+@contextlib.contextmanager
+def _open_clip_info_muted(*, random_init: bool = False):
+    """While building a model: open_clip's INFO lines are dropped (its warnings pass); build_clip logs one line."""
+    root, flt = logging.getLogger(), _DropOpenClipInfo(random_init)
+    targets = [root, *root.handlers]
+    for t in targets:
+        t.addFilter(flt)
+    try:
+        yield
+    finally:
+        for t in targets:
+            t.removeFilter(flt)
+
+
 def build_clip(cfg: ClipConfig, *, device: str | torch.device = "cpu", cache_dir: str | os.PathLike | None = None):
     """Return (model, preprocess, tokenizer) in eval mode. `pretrained: ""` means random init (demo)."""
     weights = resolve_weights(cfg, cache_dir=cache_dir)
     torch.manual_seed(cfg.init_seed)  # random init is part of the config, so it must be reproducible
     kwargs = {_PREPROCESS_KEYS[k]: v for k, v in weights.preprocess.items()}
     try:
-        model, _, preprocess = open_clip.create_model_and_transforms(cfg.model, pretrained=weights.path,
-                                                                     device=device, **kwargs)
+        with _open_clip_info_muted(random_init=not weights.path):
+            model, _, preprocess = open_clip.create_model_and_transforms(cfg.model, pretrained=weights.path,
+                                                                         device=device, **kwargs)
+            tokenizer = open_clip.get_tokenizer(cfg.model)
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
         if weights.path is None or "size mismatch" in str(e):
             raise  # not a damaged file: a wrong architecture says so itself
@@ -317,7 +353,6 @@ def build_clip(cfg: ClipConfig, *, device: str | torch.device = "cpu", cache_dir
         raise ValueError(f"clip.pretrained: {weights.path} is unreadable, truncated or damaged "
                          f"({type(e).__name__}: {reason}); {fix}") from None
     model.eval()
-    tokenizer = open_clip.get_tokenizer(cfg.model)
     log.info("CLIP %s weights: %s%s", cfg.model, weights.source, f" ({weights.path})" if weights.path else "")
     return model, preprocess, tokenizer
 
@@ -558,11 +593,14 @@ class VisionTail(nn.Module):
             raise ValueError(f"clip.unlocked_groups: 1 or 2, got {unlocked_groups}")
 
     def forward(self, cached: torch.Tensor) -> torch.Tensor:
+        return self.pre_projection(cached) @ self.proj
+
+    def pre_projection(self, cached: torch.Tensor) -> torch.Tensor:
+        """Everything before `proj`: the cache itself for 1 unlocked group, else the last block and ln_post, pooled."""
         if self.unlocked_groups == 1:
-            return cached @ self.proj
+            return cached
         x = self.ln_post(_run_blocks(self.batch_first, [self.block], cached))  # [B, T, W]
-        pooled = x[:, 1:].mean(dim=1) if self.pool_type == "avg" else x[:, 0]
-        return pooled @ self.proj
+        return x[:, 1:].mean(dim=1) if self.pool_type == "avg" else x[:, 0]  # [B, W]
 
 
 class EmbeddingClassifier(nn.Module):

@@ -49,8 +49,13 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: 
         preds.append(logits.argmax(dim=-1).cpu())
         embs.append(emb.float().cpu())
     p = torch.cat(preds)
-    acc = 100.0 * (p == y).float().mean().item() if len(y) else float("nan")
+    acc = percent(int((p == y).sum()), len(y))
     return Evaluation(acc, p, torch.cat(embs))
+
+
+def percent(correct: int, total: int) -> float:
+    """Accuracy in % from integer counts, so 351 of 400 is exactly 87.75 (not float32's 87.7499997)."""
+    return 100.0 * correct / total if total else float("nan")
 
 
 def build_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -99,7 +104,8 @@ def fit(model: nn.Module, *, train_x: torch.Tensor, train_y: torch.Tensor, test_
         device: str | torch.device = "cpu", on_epoch: Callable[[dict], None] | None = None,
         views: bool = False, desc: str = "train", optimizer: torch.optim.Optimizer | None = None,
         schedule: Callable[[torch.optim.Optimizer, int], torch.optim.lr_scheduler.LRScheduler] | None = None,
-        penalty: Callable[[], torch.Tensor] | None = None, eval_every_epoch: bool = True) -> FitResult:
+        penalty: Callable[[], torch.Tensor] | None = None, eval_every_epoch: bool = True,
+        eval_name: str = "test_acc") -> FitResult:
     """Train `model` (returns (emb, logits)) with J_ce + alpha * J_reg; evaluate on test after every epoch
     (after about `cfg.epochs` of them when a step budget stretches a small training set over more epochs).
 
@@ -109,7 +115,8 @@ def fit(model: nn.Module, *, train_x: torch.Tensor, train_y: torch.Tensor, test_
     A baseline that optimises differently passes its own `optimizer` (over the model's trainable parameters),
     `schedule(optimizer, steps_per_epoch)` (stepped after every optimiser step) and `penalty()`, a term on the
     parameters added to the loss and logged as `reg` (ProLIP's lambda ||W - W0||^2). A hyper-parameter search
-    run needs only its last epoch's accuracy: `eval_every_epoch=False` evaluates only then.
+    run needs only its last epoch's accuracy: `eval_every_epoch=False` evaluates only then, and passes
+    `eval_name="val_acc"`, so its progress line does not call its validation split test.
     """
     if cfg.report_epoch == "best" and not eval_every_epoch:
         raise ValueError("report_epoch 'best' needs an evaluation every epoch")
@@ -157,7 +164,7 @@ def fit(model: nn.Module, *, train_x: torch.Tensor, train_y: torch.Tensor, test_
             continue
         last_eval = evaluate(model, test_x, test_y, device=device)
         row = {"epoch": epoch, **{f"train_{k}": v / max(seen, 1) for k, v in sums.items()}, "test_acc": last_eval.acc}
-        bar.set_postfix(loss=f"{row['train_loss']:.3f}", test_acc=f"{last_eval.acc:.2f}")
+        bar.set_postfix({"loss": f"{row['train_loss']:.3f}", eval_name: f"{last_eval.acc:.2f}"})
         history.append(row)
         if on_epoch is not None:
             on_epoch(row)

@@ -69,19 +69,41 @@ def run_identity(params: Params, *, dataset: str, method: str, data_digest: str)
     uses the LMM or its head starts from the centroids, training config with its shots, alpha where it plays
     a part); `ablation_id` is the same without alpha. The regime study groups runs by `study_id` instead.
     """
+    parts = identity_parts(params, dataset=dataset, method=method, data_digest=data_digest)
+    alpha = parts.pop("alpha")
+    return {"config_id": stable_hash({**parts, "alpha": alpha}), "ablation_id": stable_hash(parts),
+            "alpha": "none" if alpha is None else repr(alpha)}
+
+
+def uses_lmm(params: Params, method: str) -> bool:
+    """Whether a method's result depends on the LMM's descriptions (its inputs, or a head started from the
+    centroids)."""
+    spec = get_method(method)
+    head_init = params.train.head_init if "train" in spec.settings else "random"
+    return spec.uses_lmm or head_init == "centroids"
+
+
+def uses_class_prompt(params: Params, method: str) -> bool:
+    """Whether a method's result depends on the class-prompt embeddings (`clip.class_prompt`)."""
+    spec = get_method(method)
+    head_init = params.train.head_init if "train" in spec.settings else "random"
+    return spec.uses_class_prompt or head_init == "class_text"
+
+
+def identity_parts(params: Params, *, dataset: str, method: str, data_digest: str) -> dict[str, Any]:
+    """Every setting a (dataset, method) result depends on, as plain values (what `run_identity` hashes; the
+    train stage's plan files hold it, so DVC re-trains a method only when one of these changed)."""
     spec = get_method(method)
     train = to_dict(params.train)
     train.pop("methods")
     engine_trained = "train" in spec.settings  # trained by the engine with `train:` (these use train.head_init)
-    head_init = params.train.head_init if engine_trained else "random"
     clip = to_dict(params.clip)
-    if not spec.uses_class_prompt and head_init != "class_text":
+    if not uses_class_prompt(params, method):
         clip.pop("class_prompt")
-    uses_lmm = spec.uses_lmm or head_init == "centroids"
     base = {"dataset": dataset, "data": data_digest, "source": to_dict(params.source(dataset)),
-            "clip": clip, "method": method, "train": train if "train" in spec.settings else None,
+            "clip": clip, "method": method, "train": train if engine_trained else None,
             "describe": [setting_hash(params.describe), params.describe.on_too_few, params.describe.too_few_retries]
-            if uses_lmm else None}
+            if uses_lmm(params, method) else None}
     baselines = baseline_settings(params, method)
     if baselines:  # only where declared, so the ids of the paper's own methods stay as they were
         base["baselines"] = baselines
@@ -90,6 +112,4 @@ def run_identity(params: Params, *, dataset: str, method: str, data_digest: str)
         base["shots"] = [point["shots"], point["centroids_from"]]
     elif spec.trains and not engine_trained and params.train.shots != "all":  # a baseline fitted on the K shots
         base["shots"] = point["shots"]
-    alpha = method_alpha(method, params.alpha)
-    return {"config_id": stable_hash({**base, "alpha": alpha}), "ablation_id": stable_hash(base),
-            "alpha": "none" if alpha is None else repr(alpha)}
+    return {**base, "alpha": method_alpha(method, params.alpha)}

@@ -4,6 +4,9 @@ Sampling is without replacement and deterministic per (seed, labels); for one se
 nested (the 2-shot subset holds the 1-shot one), because each class is permuted once and its first K taken.
 The test set is always the full one. Under `train.centroids_from: shots` the centroids are recomputed from
 the descriptions of the K-shot images only (Eq. 1, `lmmreg.centroids`), so no extra labelled data leaks in.
+The inputs also carry the baselines' validation images, min(K, 4) per class from outside the K shots (CoOp's
+rule, `lmmreg.validation.outside_shots`); only a hyper-parameter search under `baselines.val_rule: outside_shots`
+reads them.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from lmmreg.artifacts import Artifact
 from lmmreg.centroids import centroids_of_images
 from lmmreg.config import TrainConfig
 from lmmreg.methods import MethodInputs
+from lmmreg.validation import outside_shots
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +52,13 @@ def subset_inputs(inp: MethodInputs, idx: torch.Tensor, *, centroids: torch.Tens
 
 def few_shot_inputs(inp: MethodInputs, cfg: TrainConfig, *, seed: int, train_ids: list[str], desc: Artifact,
                     classes: list[str]) -> tuple[MethodInputs, list[str]]:
-    """The inputs of one seed under `cfg.shots`, and the ids of the training images kept (for the run's log)."""
+    """The inputs of one seed under `cfg.shots`, and the ids of the training images kept (for the run's log).
+
+    Few-shot inputs carry the validation images outside the shots as `val_feat` / `val_y` (drawn per seed)."""
     if cfg.shots == "all":
         return inp, list(train_ids)
     idx = sample_shots(inp.train_y, cfg.shots, seed, classes=classes)
+    val = outside_shots(inp.train_y, idx, shots=cfg.shots, seed=seed, classes=classes)
     ids = [train_ids[i] for i in idx.tolist()]
     cents = None
     if cfg.centroids_from == "shots":
@@ -60,7 +67,8 @@ def few_shot_inputs(inp: MethodInputs, cfg: TrainConfig, *, seed: int, train_ids
         except ValueError as e:
             raise ValueError(f"train.shots={cfg.shots} seed {seed}: {e}") from None
         cents = cents.to(inp.centroids.dtype)
-    return subset_inputs(inp, idx, centroids=cents), ids
+    sub = subset_inputs(inp, idx, centroids=cents)
+    return dataclasses.replace(sub, val_feat=inp.train_feat[val], val_y=inp.train_y[val]), ids
 
 
 def total_steps(cfg: TrainConfig, n_full: int) -> int:

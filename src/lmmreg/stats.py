@@ -1,7 +1,9 @@
-"""Statistics the paper lacks: seeds, bootstrap intervals, McNemar's test, per-class deltas, compactness."""
+"""Statistics the paper lacks: seeds, two-level bootstrap intervals, McNemar's test, seed-level tests, the minimum
+detectable effect, per-class deltas, compactness."""
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -36,12 +38,9 @@ def bootstrap_ci(correct: np.ndarray, *, n_boot: int, ci: float, seed: int = 0) 
 
 def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, float]:
     """Exact (binomial) McNemar test on paired per-image correctness; returns b, c and the two-sided p."""
-    from scipy.stats import binomtest
-
     b = int(np.sum(correct_a & ~correct_b))  # a right, b wrong
     c = int(np.sum(~correct_a & correct_b))
-    p = 1.0 if b + c == 0 else float(binomtest(b, b + c, 0.5).pvalue)
-    return {"a_only": b, "b_only": c, "p_value": p}
+    return {"a_only": b, "b_only": c, "p_value": mcnemar_p(b, c)}
 
 
 def per_class_accuracy(labels: np.ndarray, preds: np.ndarray, n_classes: int) -> np.ndarray:
@@ -60,17 +59,67 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
 
 
-def paired_bootstrap_delta(correct_a: np.ndarray, correct_b: np.ndarray, *, n_boot: int, ci: float,
-                           seed: int = 0) -> tuple[float, float, float]:
-    """Δ = accuracy(a) − accuracy(b) in points, with a paired percentile bootstrap interval over test images.
-
-    `correct_a`, `correct_b` are [S, N] bool (S paired seeds, N test images, the same images in both): each
-    resample draws images, keeps their pairing, and averages over seeds."""
-    d = (correct_a.astype(np.float64) - correct_b.astype(np.float64)).mean(axis=0) * 100.0  # [N]
-    delta = float(d.mean()) if len(d) else float("nan")
-    if n_boot == 0 or len(d) == 0:
-        return delta, float("nan"), float("nan")
+@functools.lru_cache(maxsize=4)
+def _image_draws(n: int, n_boot: int, seed: int) -> tuple[np.ndarray, dict]:
+    """How often each of n test images is drawn in each of n_boot resamples ([B, N] counts), and the generator's
+    state after the draw. Every cell of a report has the same test set, so the draw is made once."""
     rng = np.random.default_rng(seed)
-    boots = d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1)
+    images = rng.integers(0, n, size=(n_boot, n))  # [B, N] drawn image indices
+    offsets = (images + n * np.arange(n_boot)[:, None]).ravel()
+    counts = np.bincount(offsets, minlength=n_boot * n).reshape(n_boot, n).astype(np.float64)  # [B, N]
+    counts.setflags(write=False)
+    return counts, rng.bit_generator.state
+
+
+def two_level_bootstrap(values: np.ndarray, *, n_boot: int, ci: float, seed: int = 0) -> dict[str, float]:
+    """Mean of `values` [S, N] (S seeds, N test images; 0/1 correctness, or a paired difference of two) in points,
+    with a two-level percentile bootstrap interval: each resample draws S seeds and N images with replacement,
+    independently, and averages the drawn [S, N] block, so the interval carries both the seed-to-seed variance and
+    the test set's sampling variance. Paired where the comparison is: a difference of two methods' correctness on
+    the same seeds and images is resampled as one matrix. Also returns the bootstrap standard error `se`.
+
+    Vectorised: the drawn block's mean is w_image · values^T · w_seed / (S·N) with w the draw counts, two matrix
+    products per call and no [B, S, N] array. The image draw comes first from the generator, as in `bootstrap_ci`:
+    with identical rows (no seed variance) the interval is `bootstrap_ci`'s."""
+    v = np.asarray(values, dtype=np.float64)
+    s, n = v.shape
+    mean = float(v.mean() * 100.0) if v.size else float("nan")
+    if n_boot == 0 or v.size == 0:
+        return {"mean": mean, "lo": float("nan"), "hi": float("nan"), "se": float("nan")}
+    counts, state = _image_draws(n, n_boot, seed)
+    rng = np.random.default_rng()
+    rng.bit_generator.state = state
+    seeds = rng.integers(0, s, size=(n_boot, s))  # [B, S] drawn seed indices
+    w_seed = (seeds[:, :, None] == np.arange(s)).sum(axis=1) / s  # [B, S] draw frequencies
+    per_seed = counts @ v.T / n  # [B, S]: each seed's accuracy on the resampled images
+    boots = (per_seed * w_seed).sum(axis=1) * 100.0  # [B]
     lo, hi = np.quantile(boots, [(1 - ci) / 2, 1 - (1 - ci) / 2])
-    return delta, float(lo), float(hi)
+    return {"mean": mean, "lo": float(lo), "hi": float(hi), "se": float(boots.std(ddof=1))}
+
+
+def minimum_detectable_effect(se: float, *, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The smallest true effect a two-sided test at level `alpha` detects with probability `power`, for an
+    estimate with standard error `se` (normal approximation: (z_{1-alpha/2} + z_power) · se, 2.80 · se at
+    0.05 and 80 %)."""
+    from scipy.stats import norm
+
+    return float((norm.ppf(1 - alpha / 2) + norm.ppf(power)) * se)
+
+
+def seed_tests(deltas: list[float]) -> dict[str, float]:
+    """Seed-level tests of per-seed paired differences: the paired t-test (= one-sample t-test of the
+    differences against 0) and the exact two-sided sign test; NaN where undefined (one seed, all equal)."""
+    from scipy.stats import binomtest, ttest_1samp
+
+    d = np.asarray(deltas, dtype=np.float64)
+    t_p = float(ttest_1samp(d, 0.0).pvalue) if len(d) > 1 and np.ptp(d) > 0 else float("nan")
+    pos, neg = int((d > 0).sum()), int((d < 0).sum())
+    sign_p = float(binomtest(pos, pos + neg, 0.5).pvalue) if pos + neg else float("nan")
+    return {"t_p": t_p, "sign_p": sign_p, "n_pos": pos, "n_neg": neg}
+
+
+def mcnemar_p(a_only: int, b_only: int) -> float:
+    """Exact two-sided McNemar p from the discordant counts (binomial on a_only of a_only + b_only at 1/2)."""
+    from scipy.stats import binomtest
+
+    return 1.0 if a_only + b_only == 0 else float(binomtest(a_only, a_only + b_only, 0.5).pvalue)

@@ -2,7 +2,9 @@
 
 Full data: a stratified share of each class (`val_fraction`). K shots: min(K, 4) images per class, CoOp's rule
 (KaiyangZhou/CoOp lpclip/linear_probe.py `val_shot_list`), drawn from the training images that are not among
-the K shots. Deterministic per seed: the same seed gives the same split whatever else runs.
+the K shots (`outside_shots`, which the few-shot inputs carry; `baselines.val_rule: from_shots` cuts the
+`val_fraction` split from the K shots instead). Deterministic per seed: the same seed gives the same split
+whatever else runs.
 """
 
 from __future__ import annotations
@@ -64,3 +66,23 @@ def holdout_split(train_y: torch.Tensor, *, seed: int, shots: int | None = None,
         raise ValueError(f"holdout_split: no class has 2 or more training images ({len(y)} images): nothing to hold "
                          "out for validation")
     return fit_idx, val_idx
+
+
+def outside_shots(train_y: torch.Tensor, shots_idx: torch.Tensor, *, shots: int, seed: int,
+                  classes: list[str] | None = None) -> torch.Tensor:
+    """Sorted row indices into `train_y` [N]: min(K, 4) images per class drawn (per seed) from the rows that are not
+    among the K shots `shots_idx`. A class with fewer such images gives what it has (logged), never a shot."""
+    y = torch.as_tensor(train_y).long()
+    taken = torch.zeros(len(y), dtype=torch.bool)
+    taken[torch.as_tensor(shots_idx).long()] = True
+    gen = torch.Generator().manual_seed(int(seed))
+    k_val, val, short = val_shots(shots), [], []
+    for c in torch.unique(y).tolist():  # ascending labels: the draw does not depend on row order
+        rest = ((y == c) & ~taken).nonzero().flatten()  # [n_c - K]
+        if len(rest) < k_val:
+            short.append(classes[c] if classes is not None else c)
+        val.append(rest[torch.randperm(len(rest), generator=gen)[:k_val]])
+    if short:
+        log.warning("validation outside the %d shots: classes %s have fewer than %d other training images, all of "
+                    "them are used", shots, short, k_val)
+    return torch.cat(val).sort().values if val else torch.zeros(0, dtype=torch.long)

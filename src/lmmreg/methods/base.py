@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmmreg.config import BaselinesConfig, TrainConfig
-from lmmreg.engine import Evaluation, FitResult, evaluate
+from lmmreg.engine import Evaluation, FitResult, evaluate, percent
 from lmmreg.validation import holdout_split
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,10 @@ class MethodInputs:
     tokenizer: Any = None
     # CLIP's learnt temperature exp(logit_scale) (100 for OpenAI's weights), for methods whose code uses it
     logit_scale: float = 100.0
+    # Few-shot only: the searches' validation images outside the K shots (lmmreg.shots.few_shot_inputs), used under
+    # baselines.val_rule: outside_shots; None at shots: all (the split is then cut from the training rows)
+    val_feat: torch.Tensor | None = None  # [Nv, W] or [Nv, T, W], boundary features like train_feat
+    val_y: torch.Tensor | None = None  # [Nv]
 
     def train_views(self) -> torch.Tensor | None:
         """[Ntr, 1 + K, ...]: the clean view first, then the augmented ones; None without augmentation."""
@@ -73,6 +77,8 @@ class RunContext:
     device: str | torch.device = "cpu"
     on_epoch: Callable[[dict], None] | None = None
     desc: str = "train"
+    # what the evaluated split is called in progress lines: a search evaluates on its validation split
+    eval_name: str = "test_acc"
 
 
 @dataclass(frozen=True)
@@ -184,16 +190,56 @@ def training_free(scorer: nn.Module | Callable[[torch.Tensor], torch.Tensor], te
 
 
 def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
-    return 100.0 * (logits.argmax(-1).cpu() == y.cpu()).float().mean().item() if len(y) else float("nan")
+    return percent(int((logits.argmax(-1).cpu() == y.cpu()).sum()), len(y))
 
 
-def search_split(inp: MethodInputs, ctx: RunContext) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """(fit_idx, val_idx) over the training rows for a hyper-parameter search, seeded by the run's seed; None when
-    no class has two training images (nothing can be held out: the method then uses its paper's defaults)."""
+@dataclass(frozen=True)
+class SearchSplit:
+    """Where a hyper-parameter search fits and where it validates.
+
+    fit_idx: the training rows it fits on. val_idx: the training rows held out for validation, or None when the
+    validation images are the inputs' own `val_feat` / `val_y` (outside the K shots), and the search fits on every
+    training row.
+    """
+
+    fit_idx: torch.Tensor
+    val_idx: torch.Tensor | None
+
+    def val(self, inp: MethodInputs, train_rows: torch.Tensor,
+            encode: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(validation rows in the form of `train_rows` [Ntr, ...] (the method's own view of the training rows),
+        their labels); images outside the shots are brought into that form by `encode(val_feat)`."""
+        if self.val_idx is not None:
+            return train_rows[self.val_idx], inp.train_y[self.val_idx]
+        return encode(inp.val_feat), inp.val_y
+
+
+def search_split(inp: MethodInputs, ctx: RunContext) -> SearchSplit | None:
+    """The split of a hyper-parameter search, seeded by the run's seed; None when nothing can be held out (no class
+    has two training images, or no image outside the shots): the method then uses its paper's defaults.
+
+    `baselines.val_rule: outside_shots` with few-shot inputs: validate on their images outside the K shots, fit on
+    all K shots (CoOp's rule). Otherwise (`from_shots`, or full data): `val_fraction` of each class's training rows.
+    """
+    if ctx.baselines.val_rule == "outside_shots" and inp.val_feat is not None:
+        if len(inp.val_y) == 0 or len(inp.train_y) == 0:
+            log.warning("%s: no validation image outside the shots: the method's defaults are used", ctx.desc)
+            return None
+        return SearchSplit(torch.arange(len(inp.train_y)), None)
     if len(inp.train_y) == 0 or int(torch.bincount(inp.train_y).max()) < 2:
         log.warning("%s: no class has 2 training images, no validation split: the method's defaults are used", ctx.desc)
         return None
-    return holdout_split(inp.train_y, seed=ctx.seed, val_fraction=ctx.baselines.val_fraction)
+    return SearchSplit(*holdout_split(inp.train_y, seed=ctx.seed, val_fraction=ctx.baselines.val_fraction))
+
+
+def zero_shot_scale(inp: MethodInputs, ctx: RunContext) -> float:
+    """The scale of the zero-shot logits where the official code writes 100 (`baselines.logit_scale`)."""
+    return 100.0 if ctx.baselines.logit_scale == "fixed_100" else float(inp.logit_scale)
+
+
+# The settings a method declares when it searches on a validation split / scales zero-shot logits as above
+SEARCH_SETTINGS = ("baselines.val_fraction", "baselines.val_rule")
+SCALE_SETTINGS = ("baselines.logit_scale",)
 
 
 def images_per_class(y: torch.Tensor) -> float:
@@ -203,7 +249,7 @@ def images_per_class(y: torch.Tensor) -> float:
 
 def quiet(ctx: RunContext, desc: str) -> RunContext:
     """The context for a search run: no per-epoch callback, its own progress label."""
-    return dataclasses.replace(ctx, on_epoch=None, desc=desc)
+    return dataclasses.replace(ctx, on_epoch=None, desc=desc, eval_name="val_acc")
 
 
 def with_epochs(cfg: TrainConfig, *, epochs: int, batch_size: int) -> TrainConfig:

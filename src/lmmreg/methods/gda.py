@@ -4,7 +4,9 @@ image features, ensembled with the zero-shot logits. Training-free.
 
     mu_k = class means of the normalised features f;  S = covariance of the centred features (n rows, d dims)
     P = d * pinv((n - 1) S + tr(S) I)          (the repo's shrinkage estimate of the precision)
-    logits = 100 f T^T + alpha (f P mu^T + b),  b_k = log(1/C) - 1/2 mu_k^T P mu_k
+    logits = s f T^T + alpha (f P mu^T + b),  b_k = log(1/C) - 1/2 mu_k^T P mu_k
+
+s: the repo's 100 (OpenAI CLIP's learnt temperature) or the CLIP's own (`baselines.logit_scale`).
 
 alpha from the repo's grid, chosen on the validation split; then the statistics are re-estimated on all
 training images. Cached augmented views count as extra samples (the repo concatenates its augment epochs).
@@ -19,17 +21,20 @@ import torch.nn.functional as F
 
 from lmmreg.engine import FitResult
 from lmmreg.methods.base import (
+    SCALE_SETTINGS,
+    SEARCH_SETTINGS,
     MethodInputs,
     RunContext,
     Search,
     accuracy,
+    embed,
     frozen_embeddings,
     register,
     search_split,
     training_free,
+    zero_shot_scale,
 )
 
-SCALE = 100.0
 DEFAULT_ALPHA = 0.1  # the repo's best_alpha before its grid search: used only when no validation split exists
 
 
@@ -46,9 +51,10 @@ def gda_statistics(feats: torch.Tensor, labels: torch.Tensor, n_classes: int) ->
     return w.float(), b.float()
 
 
-def gda_logits(f: torch.Tensor, text: torch.Tensor, w: torch.Tensor, b: torch.Tensor, alpha: float) -> torch.Tensor:
-    """f [B, D] normalised, text [C, D] normalised -> [B, C]."""
-    return SCALE * f @ text.T + alpha * (f @ w + b)
+def gda_logits(f: torch.Tensor, text: torch.Tensor, w: torch.Tensor, b: torch.Tensor, alpha: float,
+               scale: float = 100.0) -> torch.Tensor:
+    """f [B, D] normalised, text [C, D] normalised -> [B, C]; `scale`: the zero-shot logits' (the repo's 100)."""
+    return scale * f @ text.T + alpha * (f @ w + b)
 
 
 def _samples(train_x: torch.Tensor, views: torch.Tensor | None, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,25 +64,27 @@ def _samples(train_x: torch.Tensor, views: torch.Tensor | None, y: torch.Tensor)
 
 
 @register("gda", needs={"tail", "train_feat", "test_feat", "train_y", "test_y", "class_text"},
-          settings=("baselines.gda", "baselines.val_fraction"))
+          settings=("baselines.gda", *SEARCH_SETTINGS, *SCALE_SETTINGS))
 def gda(inp: MethodInputs, ctx: RunContext) -> FitResult:
     n_classes = inp.class_text.shape[0]
     text = F.normalize(inp.class_text, dim=-1)
     train_x, views, test_x = frozen_embeddings(inp)
     alpha = DEFAULT_ALPHA
+    scale = zero_shot_scale(inp, ctx)
     split = search_split(inp, ctx)
     if split is not None:
-        fit_idx, val_idx = split
+        fit_idx = split.fit_idx
         w, b = gda_statistics(*_samples(train_x[fit_idx], views[fit_idx] if views is not None else None,
                                         inp.train_y[fit_idx]), n_classes)
-        val_f = F.normalize(train_x[val_idx], dim=-1)
+        val_x, val_y = split.val(inp, train_x, lambda f: embed(inp.tail, f))
+        val_f = F.normalize(val_x, dim=-1)
         search = Search()
         for a in ctx.baselines.gda.alpha_grid:
-            search.add({"alpha": a}, accuracy(gda_logits(val_f, text, w, b, a), inp.train_y[val_idx]))
+            search.add({"alpha": a}, accuracy(gda_logits(val_f, text, w, b, a, scale), val_y))
         alpha = search.best()["alpha"]
     w, b = gda_statistics(*_samples(train_x, views, inp.train_y), n_classes)
     res = training_free(lambda x: gda_logits(F.normalize(x, dim=-1), text.to(x.device), w.to(x.device),
-                                             b.to(x.device), alpha), test_x, inp.test_y, ctx)
+                                             b.to(x.device), alpha, scale), test_x, inp.test_y, ctx)
     res.chosen = {"alpha": alpha}
     res.state_dict = {"w": w, "b": b, "alpha": torch.tensor(alpha)}
     return res

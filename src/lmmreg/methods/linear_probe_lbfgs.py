@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from lmmreg.engine import Evaluation, FitResult
-from lmmreg.methods.base import MethodInputs, RunContext, embed, register, search_split
+from lmmreg.methods.base import SEARCH_SETTINGS, MethodInputs, RunContext, embed, register, search_split
 
 DEFAULT_C = 1.0  # scikit-learn's default: used only when no validation split exists
 
@@ -48,7 +48,7 @@ def search_c(x: np.ndarray, y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
 
 
 @register("linear_probe_lbfgs", needs={"tail", "train_feat", "test_feat", "train_y", "test_y"},
-          settings=("baselines.linear_probe_lbfgs", "baselines.val_fraction"))
+          settings=("baselines.linear_probe_lbfgs", *SEARCH_SETTINGS))
 def linear_probe_lbfgs(inp: MethodInputs, ctx: RunContext) -> FitResult:
     c = ctx.baselines.linear_probe_lbfgs
     train_x, test_x = embed(inp.tail, inp.train_feat), embed(inp.tail, inp.test_feat)
@@ -56,9 +56,10 @@ def linear_probe_lbfgs(inp: MethodInputs, ctx: RunContext) -> FitResult:
     best_c = DEFAULT_C
     split = search_split(inp, ctx)
     if split is not None:
-        fit_idx, val_idx = (i.numpy() for i in split)
-        best_c = search_c(x[fit_idx], y[fit_idx], x[val_idx], y[val_idx], grid=c.c_grid, steps=c.search_steps,
-                          max_iter=c.max_iter)
+        fit_idx = split.fit_idx.numpy()
+        val_x, val_y = split.val(inp, train_x, lambda f: embed(inp.tail, f))
+        best_c = search_c(x[fit_idx], y[fit_idx], val_x.double().numpy(), val_y.numpy(), grid=c.c_grid,
+                          steps=c.search_steps, max_iter=c.max_iter)
     clf = _logreg(x, y, best_c, c.max_iter)
     preds = torch.as_tensor(clf.predict(test_x.double().numpy()), dtype=torch.long)
     acc = 100.0 * (preds == inp.test_y).float().mean().item() if len(preds) else float("nan")

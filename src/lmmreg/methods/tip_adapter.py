@@ -1,6 +1,6 @@
 """Tip-Adapter and Tip-Adapter-F (Zhang et al. ECCV 2022, gaopengcuhk/Tip-Adapter main.py, utils.py).
 
-    logits = 100 f T^T + alpha * exp(-beta (1 - f K^T)) L
+    logits = s f T^T + alpha * exp(-beta (1 - f K^T)) L     (s: the repo's 100 or the CLIP's own, baselines.logit_scale)
 
 f: normalised image features; K [N, D]: the cache keys, normalised training features (the mean over the cached
 views, as the repo averages its augment epochs); L [N, C]: their one-hot labels. Tip-Adapter is training-free;
@@ -18,19 +18,21 @@ from torch import nn
 
 from lmmreg.engine import FitResult, cosine_schedule, fit
 from lmmreg.methods.base import (
+    SCALE_SETTINGS,
+    SEARCH_SETTINGS,
     MethodInputs,
     RunContext,
     Search,
     accuracy,
+    embed,
     frozen_embeddings,
     quiet,
     register,
     search_split,
     training_free,
     with_epochs,
+    zero_shot_scale,
 )
-
-SCALE = 100.0
 
 
 def grid(scale: float, steps: int) -> list[float]:
@@ -47,8 +49,9 @@ class TipAdapter(nn.Module):
     """Tip-Adapter's logits; `keys` trainable for -F. Train mode uses (init) beta, alpha; eval mode the searched."""
 
     def __init__(self, keys: torch.Tensor, labels: torch.Tensor, class_text: torch.Tensor, *, beta: float,
-                 alpha: float, trainable: bool = False):
+                 alpha: float, trainable: bool = False, scale: float = 100.0):
         super().__init__()
+        self.scale = scale  # of the zero-shot logits: the repo's 100 (baselines.logit_scale)
         self.keys = nn.Parameter(keys.clone(), requires_grad=trainable)  # K [N, D]
         self.register_buffer("values", F.one_hot(labels, class_text.shape[0]).float())  # L [N, C]
         self.register_buffer("text", F.normalize(class_text, dim=-1))  # T [C, D]
@@ -60,14 +63,14 @@ class TipAdapter(nn.Module):
     def forward(self, x):
         f = F.normalize(x, dim=-1)
         beta, alpha = self.train_hp if self.training else self.eval_hp
-        return x, SCALE * f @ self.text.T + alpha * self.cache_logits(f, beta)
+        return x, self.scale * f @ self.text.T + alpha * self.cache_logits(f, beta)
 
 
 @torch.no_grad()
 def search_beta_alpha(model: TipAdapter, val_x: torch.Tensor, val_y: torch.Tensor, cfg) -> tuple[float, float]:
     """utils.search_hp on the validation images: the first (beta, alpha) of highest accuracy."""
     f = F.normalize(val_x, dim=-1).to(model.text.device)
-    clip_logits = SCALE * f @ model.text.T
+    clip_logits = model.scale * f @ model.text.T
     search = Search()
     for beta in grid(cfg.beta_scale, cfg.beta_steps):
         cache = model.cache_logits(f, beta)
@@ -78,18 +81,20 @@ def search_beta_alpha(model: TipAdapter, val_x: torch.Tensor, val_y: torch.Tenso
 
 
 @register("tip_adapter", needs={"tail", "train_feat", "test_feat", "train_y", "test_y", "class_text"},
-          settings=("baselines.tip_adapter", "baselines.val_fraction"))
+          settings=("baselines.tip_adapter", *SEARCH_SETTINGS, *SCALE_SETTINGS))
 def tip_adapter(inp: MethodInputs, ctx: RunContext) -> FitResult:
     c = ctx.baselines.tip_adapter
     train_x, views, test_x = frozen_embeddings(inp)
     beta, alpha = c.init_beta, c.init_alpha  # kept only where no validation split exists
+    scale = zero_shot_scale(inp, ctx)
     split = search_split(inp, ctx)
     if split is not None:
-        fit_idx, val_idx = split
+        fit_idx = split.fit_idx
         part = TipAdapter(cache_keys(train_x[fit_idx], views[fit_idx] if views is not None else None),
-                          inp.train_y[fit_idx], inp.class_text, beta=c.init_beta, alpha=c.init_alpha)
-        beta, alpha = search_beta_alpha(part, train_x[val_idx], inp.train_y[val_idx], c)
-    model = TipAdapter(cache_keys(train_x, views), inp.train_y, inp.class_text, beta=beta, alpha=alpha).eval()
+                          inp.train_y[fit_idx], inp.class_text, beta=c.init_beta, alpha=c.init_alpha, scale=scale)
+        beta, alpha = search_beta_alpha(part, *split.val(inp, train_x, lambda f: embed(inp.tail, f)), c)
+    model = TipAdapter(cache_keys(train_x, views), inp.train_y, inp.class_text, beta=beta, alpha=alpha,
+                       scale=scale).eval()
     res = training_free(model, test_x, inp.test_y, ctx)
     res.chosen = {"beta": beta, "alpha": alpha}
     return res
@@ -101,21 +106,21 @@ def _train_keys(inp: MethodInputs, ctx: RunContext, train_x: torch.Tensor, views
     """Train the cache keys of `inp`'s training rows with the initial beta, alpha; evaluate with `eval_hp`."""
     c = ctx.baselines.tip_adapter
     model = TipAdapter(cache_keys(train_x, views), inp.train_y, inp.class_text, beta=c.init_beta,
-                       alpha=c.init_alpha, trainable=True).to(ctx.device)
+                       alpha=c.init_alpha, trainable=True, scale=zero_shot_scale(inp, ctx)).to(ctx.device)
     if eval_hp is not None:
         model.eval_hp = eval_hp
     opt = torch.optim.AdamW([model.keys], lr=c.lr, eps=1e-4)
     res = fit(model, train_x=views if views is not None else train_x, train_y=inp.train_y, test_x=eval_x,
               test_y=eval_y, centroids=None, alpha=0.0, cfg=with_epochs(ctx.cfg, epochs=c.epochs,
               batch_size=c.batch_size), seed=ctx.seed, device=ctx.device, on_epoch=ctx.on_epoch,
-              views=views is not None, desc=ctx.desc, optimizer=opt,
+              views=views is not None, desc=ctx.desc, optimizer=opt, eval_name=ctx.eval_name,
               schedule=lambda o, per_epoch: cosine_schedule(o, epochs=c.epochs, steps_per_epoch=per_epoch),
               eval_every_epoch=eval_hp is not None)  # the search run (no eval_hp yet) needs no evaluations
     return model, res
 
 
 @register("tip_adapter_f", needs={"tail", "train_feat", "test_feat", "train_y", "test_y", "class_text"},
-          settings=("baselines.tip_adapter", "baselines.val_fraction"))
+          settings=("baselines.tip_adapter", *SEARCH_SETTINGS, *SCALE_SETTINGS))
 def tip_adapter_f(inp: MethodInputs, ctx: RunContext) -> FitResult:
     c = ctx.baselines.tip_adapter
     train_x, views, test_x = frozen_embeddings(inp)
@@ -123,10 +128,11 @@ def tip_adapter_f(inp: MethodInputs, ctx: RunContext) -> FitResult:
     split = search_split(inp, ctx)
     if split is not None:
         # 1. On the fit split: train the keys with the initial beta, alpha; search beta, alpha on validation.
-        fit_idx, val_idx = split
+        fit_idx = split.fit_idx
+        val_x, val_y = split.val(inp, train_x, lambda f: embed(inp.tail, f))
         part, _ = _train_keys(inp.subset(fit_idx), quiet(ctx, f"{ctx.desc} search"), train_x[fit_idx],
-                              views[fit_idx] if views is not None else None, train_x[val_idx], inp.train_y[val_idx])
-        beta, alpha = search_beta_alpha(part, train_x[val_idx], inp.train_y[val_idx], c)
+                              views[fit_idx] if views is not None else None, val_x, val_y)
+        beta, alpha = search_beta_alpha(part, val_x, val_y, c)
     # 2. On all training images, the same training; every evaluation uses the searched beta, alpha.
     _, res = _train_keys(inp, ctx, train_x, views, test_x, inp.test_y, eval_hp=(beta, alpha))
     res.chosen = {"beta": beta, "alpha": alpha}

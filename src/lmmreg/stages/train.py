@@ -1,11 +1,19 @@
-"""Stage `train@<dataset>`: every method of `train.methods` for every seed, on the cached features;
-one MLflow child run per (method, seed) under a parent run for the dataset, which gets the mean test
-accuracy per method and the best method's classifier as a registered model (`lmmreg-<dataset>@champion`).
-Under `train.shots: K` each seed trains on its own K-shot subset (lmmreg.shots), logged as `shots.json`.
+"""Stage `train@<dataset>-<method>`: one method of `train.methods`, every seed, on the cached features.
 
-    python -m lmmreg.stages.train --dataset demo --manifest data/prepared/demo --features data/features/demo.pt \
-        --text data/text/demo --centroids data/centroids/demo.pt --models models/demo \
-        --metrics metrics/demo.json --plots plots/demo.csv
+DVC runs one such stage per (dataset, method), each depending on its own plan file (stage `plan`, lmmreg.plan):
+`dvc exp run -S alpha=0.1` re-trains LMM-Reg. alone, `-S baselines.coop.lr=...` CoOp alone, and DVC's
+run-cache restores a method's earlier outputs when its plan comes back. Each (method, seed) is one live MLflow
+run (opened when its training starts, epochs streamed, ended FINISHED/FAILED/KILLED); stage `summarize` gives
+them their dataset's parent run. Seeds run side by side in `threads.budget()` processes of one thread each, so
+a queued sweep's experiments share the cores instead of fighting for them; a seed's numbers are the same in
+any process. Under `train.shots: K` each seed trains on its own K-shot subset (lmmreg.shots).
+
+    python -m lmmreg.stages.train --dataset demo --method lmm_reg --plan data/plan/demo/lmm_reg.json \
+        --manifest data/prepared/demo --features data/features/demo.pt --text data/text/demo \
+        --centroids data/centroids/demo.pt --out models/demo/methods/lmm_reg
+
+Outputs: `result.json` (per seed: run id, test accuracy, history, final metrics) and `s<seed>.pt` (the trained
+head and tail of the seed, for methods that train one).
 """
 
 from __future__ import annotations
@@ -13,13 +21,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import tempfile
+import multiprocessing as mp
 import time
+import traceback
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from lmmreg import tracking
+from lmmreg import threads, tracking
 from lmmreg.artifacts import check_aligned, load_artifact
 from lmmreg.cli import run_stage, stage_parser
 from lmmreg.config import Params, to_dict
@@ -29,6 +40,7 @@ from lmmreg.encoders import VisionTail, build_clip
 from lmmreg.engine import budget_schedule
 from lmmreg.identity import baseline_settings, method_alpha, run_identity, study_id, study_point
 from lmmreg.methods import MethodInputs, get_method, run_method
+from lmmreg.plan import TrainPaths, load_plan
 from lmmreg.shots import few_shot_inputs, total_steps
 from lmmreg.stats import compactness, mean_std
 
@@ -63,25 +75,7 @@ def load_inputs(params: Params, *, features: Path, text: Path,
         [i for i, t in zip(feats.ids, split, strict=True) if not t]
 
 
-def write_curves(curves: list[dict], path: Path, *, methods: list[str]) -> None:
-    """Per-epoch test accuracy, mean over seeds, one column per method of `methods` trained with `train:` (for
-    `dvc plots show`; zero-shot has one point, the baselines their own epoch budgets)."""
-    by_method: dict[str, dict[int, list[float]]] = {}
-    for c in curves:
-        by_method.setdefault(c["method"], {}).setdefault(c["epoch"], []).append(c["test_acc"])
-    # Evaluated epochs of the methods trained for `train.epochs` (every few epochs when a step budget stretches a
-    # few-shot run); zero-shot has one point, the baselines their own budgets.
-    trained = [m for m, v in by_method.items() if m in methods and len(v) > 1]
-    epochs_seen = sorted(set().union(*(set(by_method[m]) for m in trained))) if trained else []
-    methods = [m for m in trained if sorted(by_method[m]) == epochs_seen]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as f:
-        f.write(",".join(["epoch", *methods]) + "\n")
-        for e in epochs_seen:
-            f.write(",".join([str(e), *(f"{sum(by_method[m][e]) / len(by_method[m][e]):.4f}" for m in methods)]) + "\n")
-
-
-# The describe settings that change answers (dvc.yaml's train params): logged with every run.
+# The describe settings that change answers (dvc.yaml's plan params): logged with every run.
 DESCRIBE_KEYS = ("backend", "model", "prompt", "n_descriptions", "temperature", "top_p", "max_new_tokens",
                  "repetition_penalty", "seed", "on_too_few", "too_few_retries")
 
@@ -101,140 +95,225 @@ def reg_ce_ratios(history: list[dict], alpha: float | None) -> dict[str, float]:
             for name, row in (("first", history[0]), ("last", history[-1]))}
 
 
-def log_champion(logger: tracking.RunLogger, params: Params, summary: dict, *, dataset: str, manifest: Path,
-                 inputs: MethodInputs, models: Path) -> dict | None:
-    """Log the best servable method's best seed as an MLflow model `lmmreg-<dataset>` (alias `champion` when its
-    mean test accuracy is the best registered so far)."""
-    import numpy as np
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One train stage's work, as a helper process needs it to load its own inputs (picklable)."""
 
-    from lmmreg import classifier
-
-    start = time.perf_counter()
-    servable = {m: s for m, s in summary.items() if m in classifier.SERVABLE}
-    if not servable:
-        log.warning("no method in train.methods classifies images alone (%s): no model logged", list(summary))
-        return None
-    method = max(servable, key=lambda m: servable[m]["test_acc_mean"])
-    seed_key, best = max(servable[method]["runs"].items(), key=lambda kv: kv[1]["test_acc"])
-    state_file = models / f"{method}_{seed_key}.pt"
-    state = torch.load(state_file) if state_file.is_file() else None
-    trainable = classifier.build_trainable(method, state_dict=state, base_tail=inputs.tail,
-                                           class_text=inputs.class_text, centroids=inputs.centroids)
-    model, _, _ = build_clip(params.clip)
-    _, classes = load_manifest(manifest)
-    meta = {"dataset": dataset, "method": method, "seed": int(seed_key[1:]), "run_id": best["run_id"],
-            "test_acc": best["test_acc"], "test_acc_mean": servable[method]["test_acc_mean"]}
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = classifier.save_classifier(Path(tmp) / "classifier", clip=params.clip, visual=model.visual,
-                                            trainable=trainable, classes=classes, meta=meta)
-        example = [np.full((16, 16, 3), 128, dtype=np.uint8).tolist()]  # one grey image as [H, W, 3] uint8
-        logged = logger.log_model(python_model=classifier.PyfuncClassifier(), artifacts={"classifier": str(folder)},
-                                  input_example=example, pip_requirements=tracking.model_requirements(),
-                                  registered_name=f"lmmreg-{dataset}", score=meta["test_acc_mean"],
-                                  tags={f"lmmreg.{k}": str(v) for k, v in meta.items()})
-    seconds = round(time.perf_counter() - start, 2)
-    log.info("%s: %s seed %s logged as %s in %.1f s", dataset, method, meta["seed"], logged["registered"], seconds)
-    return {**logged, "method": method, "seed": meta["seed"], "seconds": seconds}
+    params: Params
+    dataset: str
+    method: str
+    paths: TrainPaths
+    out: Path
+    device: str
 
 
-def main(params: Params, *, dataset: str, manifest: Path, features: Path, text: Path, centroids: Path,
-         models: Path, metrics: Path, plots: Path, device: str = "cpu", log_model: bool = True) -> dict:
-    inputs, test_ids, train_ids = load_inputs(params, features=features, text=text, centroids=centroids)
-    digest = manifest_digest(manifest)
-    _, classes = load_manifest(manifest)
-    # budget: steps gives every K the optimiser steps of the full-data run (lmmreg.engine.budget_schedule).
-    cfg = params.train if params.train.budget == "epochs" else \
-        dataclasses.replace(params.train, steps=total_steps(params.train, len(train_ids)))
-    desc = load_artifact(text / "descriptions.pt") if params.train.shots != "all" else None
-    seed_inputs: dict[int, tuple[MethodInputs, list[str]]] = {}  # the K-shot subset of each seed, for every method
+class Trainer:
+    """The inputs of a job, loaded once per process, and the run of one seed."""
+
+    def __init__(self, job: Job):
+        self.job = job
+        p = job.params
+        self.inputs, self.test_ids, self.train_ids = load_inputs(p, features=job.paths.features, text=job.paths.text,
+                                                                 centroids=job.paths.centroids)
+        _, self.classes = load_manifest(job.paths.manifest)
+        # budget: steps gives every K the optimiser steps of the full-data run (lmmreg.engine.budget_schedule).
+        self.cfg = p.train if p.train.budget == "epochs" else \
+            dataclasses.replace(p.train, steps=total_steps(p.train, len(self.train_ids)))
+        self.desc = load_artifact(job.paths.text / "descriptions.pt") if p.train.shots != "all" else None
+
+    def run_seed(self, seed: int, emit: Callable[[str, int, Any], None]) -> dict:
+        """Train and evaluate one seed; `emit(kind, seed, payload)` reports "start" and every "epoch"."""
+        job, p = self.job, self.job.params
+        inp, shot_ids = few_shot_inputs(self.inputs, p.train, seed=seed, train_ids=self.train_ids, desc=self.desc,
+                                        classes=self.classes)
+        emit("start", seed, None)
+        started = time.perf_counter()
+        res = run_method(job.method, inp, alpha=p.alpha, cfg=self.cfg, seed=seed, device=job.device,
+                         desc=f"{job.dataset} {job.method} s{seed}", baselines=p.baselines,
+                         on_epoch=lambda row: emit("epoch", seed, row))
+        accs = [row["test_acc"] for row in res.history]
+        engine_trained = "train" in get_method(job.method).settings
+        final = {"final_test_acc": accs[-1], "best_test_acc": max(accs), "reported_test_acc": res.final.acc,
+                 "reported_epoch": res.reported_epoch, "n_train_images": len(shot_ids),
+                 "train_steps": budget_schedule(self.cfg, len(shot_ids))[2] if engine_trained else 0,
+                 **compactness(res.final.emb.numpy(), self.inputs.test_y.numpy()),
+                 **reg_ce_ratios(res.history, method_alpha(job.method, p.alpha)),
+                 **{f"chosen_{k}": float(v) for k, v in res.chosen.items()}}  # picked on validation
+        state = None
+        if res.state_dict:
+            state = job.out / f"s{seed}.pt"
+            torch.save(res.state_dict, state)
+        return {"seed": seed, "seconds": time.perf_counter() - started, "history": res.history, "final": final,
+                "test_acc": res.final.acc,
+                "reported_epoch": res.reported_epoch, "preds": res.final.preds.tolist(), "shot_ids": shot_ids,
+                "state": str(state) if state else None}
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _helper(job: Job, n_threads: int, claim, msgs) -> None:
+    """A helper process: claims seeds until none is left, sends its runs' progress and results to the stage."""
+    threads.configure(n_threads)
+    trainer, seed = None, None
+    try:
+        while (seed := _claim(claim, job.params.seeds)) is not None:
+            trainer = trainer or Trainer(job)
+            result = trainer.run_seed(seed, lambda kind, s, payload: msgs.put((kind, s, _now_ms(), payload)))
+            msgs.put(("done", seed, _now_ms(), result))
+    except BaseException:  # noqa: BLE001 - the stage reports it, naming the seed
+        msgs.put(("error", seed, _now_ms(), traceback.format_exc()))
+
+
+def _claim(counter, seeds: list[int]) -> int | None:
+    """The next unclaimed seed (shared counter), or None when every seed is taken."""
+    with counter.get_lock():
+        i = counter.value
+        if i >= len(seeds):
+            return None
+        counter.value = i + 1
+    return seeds[i]
+
+
+def workers_for(params: Params, method: str, device: str) -> int:
+    """Processes to run the seeds in: the cores this stage may use, at most one per seed; one on a GPU and for
+    the training-free methods (their seeds take milliseconds)."""
+    if device != "cpu" or not get_method(method).trains:
+        return 1
+    return max(1, min(threads.budget(), len(params.seeds)))
+
+
+def main(params: Params, *, dataset: str, method: str, plan: Path, paths: TrainPaths, out: Path,
+         device: str = "cpu") -> dict:
+    key = load_plan(plan, dataset=dataset, method=method)
+    if key["seeds"] != list(params.seeds):
+        raise ValueError(f"{plan}: planned for seeds {key['seeds']}, params say {params.seeds} (re-run dvc repro)")
+    out.mkdir(parents=True, exist_ok=True)
+    job = Job(params, dataset, method, paths, out, device)
+    digest = manifest_digest(paths.manifest)
+    ident = run_identity(params, dataset=dataset, method=method, data_digest=digest)
+    alpha = method_alpha(method, params.alpha)
     point = study_point(params)
     shared = run_params(params, dataset)
-    changes = tracking.changed_params(shared, tracking.committed_params())
-    # What every run of this invocation shares (the setting hash reads the imported file for `file`: once).
-    shared_tags = {"lmmreg.data_digest": digest, "lmmreg.describe_setting": setting_hash(params.describe),
-                   "lmmreg.study_id": study_id(params, dataset=dataset, data_digest=digest),
-                   "lmmreg.point": json.dumps(point, sort_keys=True)}
-    child_params = {**{k: v for k, v in shared.items() if k != "seeds"},
-                    "train": {k: v for k, v in shared["train"].items() if k != "methods"}, "dataset": dataset,
-                    "describe_noise": point["describe_noise"]}
-    models.mkdir(parents=True, exist_ok=True)
-    summary: dict = {}
-    curves: list[dict] = []
-    with tracking.RunLogger(dataset=dataset, params={**shared, "dataset": dataset,
-                                                     "baselines": to_dict(params.baselines)}, tags=shared_tags,
-                            run_name=tracking.parent_run_name(dataset, changes)) as logger:
-        for method in params.train.methods:
-            ident = run_identity(params, dataset=dataset, method=method, data_digest=digest)
-            alpha = method_alpha(method, params.alpha)
-            runs = {}
-            for seed in params.seeds:
-                if seed not in seed_inputs:
-                    seed_inputs[seed] = few_shot_inputs(inputs, params.train, seed=seed, train_ids=train_ids,
-                                                        desc=desc, classes=classes)
-                inp, shot_ids = seed_inputs[seed]
-                res = run_method(method, inp, alpha=params.alpha, cfg=cfg, seed=seed, device=device,
-                                 desc=f"{dataset} {method} s{seed}", baselines=params.baselines)
-                accs = [row["test_acc"] for row in res.history]
-                comp = compactness(res.final.emb.numpy(), inputs.test_y.numpy())
-                engine_trained = "train" in get_method(method).settings
-                final = {"final_test_acc": accs[-1], "best_test_acc": max(accs), "reported_test_acc": res.final.acc,
-                         "reported_epoch": res.reported_epoch, "n_train_images": len(shot_ids),
-                         "train_steps": budget_schedule(cfg, len(shot_ids))[2] if engine_trained else 0, **comp,
-                         **reg_ce_ratios(res.history, method_alpha(method, params.alpha)),
-                         **{f"chosen_{k}": float(v) for k, v in res.chosen.items()}}  # picked on validation
-                params_ = {**child_params, "method": method, "seed": seed, "alpha": "none" if alpha is None else alpha,
-                           **baseline_settings(params, method)}
-                tags = {**shared_tags, "lmmreg.dataset": dataset, "lmmreg.method": method, "lmmreg.seed": str(seed),
-                        "lmmreg.config_id": ident["config_id"], "lmmreg.ablation_id": ident["ablation_id"],
-                        "lmmreg.alpha": ident["alpha"], "lmmreg.demo": str(params.source(dataset).layout == "demo"),
-                        }
-                preds = {"ids": test_ids, "labels": inputs.test_y.tolist(), "preds": res.final.preds.tolist()}
-                artifacts = {"predictions.json": preds}
+    tags = {"lmmreg.data_digest": digest, "lmmreg.describe_setting": setting_hash(params.describe),
+            "lmmreg.study_id": study_id(params, dataset=dataset, data_digest=digest),
+            "lmmreg.point": json.dumps(point, sort_keys=True), "lmmreg.dataset": dataset, "lmmreg.method": method,
+            "lmmreg.config_id": ident["config_id"], "lmmreg.ablation_id": ident["ablation_id"],
+            "lmmreg.alpha": ident["alpha"], "lmmreg.demo": str(params.source(dataset).layout == "demo")}
+    run_params_ = {**{k: v for k, v in shared.items() if k != "seeds"},
+                   "train": {k: v for k, v in shared["train"].items() if k != "methods"}, "dataset": dataset,
+                   "describe_noise": point["describe_noise"], "method": method,
+                   "alpha": "none" if alpha is None else alpha, **baseline_settings(params, method)}
+    n_workers = workers_for(params, method, device)
+    results: dict[int, dict] = {}
+    started = time.perf_counter()
+    trainer = Trainer(job)
+    test_ids, test_labels = trainer.test_ids, trainer.inputs.test_y.tolist()
+    with tracking.LiveRuns(dataset=dataset) as live:
+        def handle(kind: str, seed: int, t_ms: int, payload: Any) -> None:
+            """A run's progress, from this process or a helper: opened, an epoch, finished or failed."""
+            if kind == "start":
+                live.start(seed, name=tracking.child_run_name(dataset, method, seed, alpha),
+                           params={**run_params_, "seed": seed}, tags={**tags, "lmmreg.seed": str(seed)}, start_ms=t_ms)
+            elif kind == "epoch":
+                live.log_epoch(seed, payload, time_ms=t_ms)
+            elif kind == "done":
+                results[seed] = payload
+                arts: dict[str, Any] = {"predictions.json": {"ids": test_ids, "labels": test_labels,
+                                                             "preds": payload["preds"]}}
                 if params.train.shots != "all":
-                    artifacts["shots.json"] = {"shots": params.train.shots, "seed": seed, "ids": shot_ids}
-                if res.state_dict:
-                    artifacts["head.pt"] = res.state_dict
-                    torch.save(res.state_dict, models / f"{method}_s{seed}.pt")
-                run_id = logger.log_child(name=tracking.child_run_name(dataset, method, seed, alpha), params=params_,
-                                          tags=tags, history=res.history, final=final, artifacts=artifacts)
-                runs[f"s{seed}"] = {"run_id": run_id, "test_acc": round(res.final.acc, 4)}
-                curves += [{"method": method, "seed": seed, "epoch": r["epoch"], "test_acc": r["test_acc"]}
-                           for r in res.history]
-                log.info("%s %s seed %d: test acc %.2f%% (epoch %d) run %s", dataset, method, seed, res.final.acc,
-                         res.reported_epoch, run_id)
-            mean, std = mean_std([r["test_acc"] for r in runs.values()])
-            summary[method] = {"test_acc_mean": round(mean, 4), "test_acc_std": round(std, 4),
-                               "config_id": ident["config_id"], "runs": runs}
-            done = summary[method]
-            logger.log_summary({f"{tracking.SUMMARY_METRIC}{method}": done["test_acc_mean"],
-                                f"test_acc_std.{method}": done["test_acc_std"]})
-        champion = log_champion(logger, params, summary, dataset=dataset, manifest=manifest, inputs=inputs,
-                                models=models) if log_model else None
-    # The DVC metrics file stays small so `dvc exp show` reads well; per-seed run ids go beside the heads.
-    metrics.parent.mkdir(parents=True, exist_ok=True)
-    metrics.write_text(json.dumps({
-        "parent_run_id": logger.parent_id,
-        "test_acc": {m: s["test_acc_mean"] for m, s in summary.items()},
-        "test_acc_std": {m: s["test_acc_std"] for m, s in summary.items()},
-    }, indent=1) + "\n")
-    (models / "runs.json").write_text(json.dumps({"parent_run_id": logger.parent_id, "methods": summary,
-                                                  "model": champion}, indent=1))
-    write_curves(curves, plots, methods=[m for m in params.train.methods if "train" in get_method(m).settings])
-    log.info("compare the runs: %s", tracking.set_view_state(list(params.train.methods)))
-    return summary
+                    arts["shots.json"] = {"shots": params.train.shots, "seed": seed, "ids": payload["shot_ids"]}
+                if payload["state"]:
+                    arts["head.pt"] = Path(payload["state"])
+                payload["run_id"] = live.finish(seed, final=payload["final"], artifacts=arts, end_ms=t_ms)
+                log.info("%s %s seed %d: test acc %.2f%% (epoch %d) run %s", dataset, method, seed,
+                         payload["test_acc"], payload["reported_epoch"], payload["run_id"])
+            elif kind == "error":
+                live.fail(seed, payload)
+                raise RuntimeError(f"{dataset} {method} seed {seed} failed in a helper process:\n{payload}")
+
+        if n_workers == 1:
+            for seed in params.seeds:
+                res = trainer.run_seed(seed, lambda kind, s, payload: handle(kind, s, _now_ms(), payload))
+                handle("done", seed, _now_ms(), res)
+        else:
+            _run_parallel(job, trainer, n_workers, handle)
+    seconds = time.perf_counter() - started
+    runs = {f"s{s}": {"run_id": r["run_id"], "test_acc": r["test_acc"], "reported_epoch": r["reported_epoch"],
+                      "seconds": round(r["seconds"], 3), "final": r["final"], "history": r["history"],
+                      "state": Path(r["state"]).name if r["state"] else None} for s, r in sorted(results.items())}
+    mean, std = mean_std([r["test_acc"] for r in runs.values()])
+    result = {"dataset": dataset, "method": method, "config_id": ident["config_id"], "seeds": list(params.seeds),
+              "test_acc_mean": round(mean, 4), "test_acc_std": round(std, 4), "workers": n_workers,
+              "seconds": round(seconds, 2), "runs": runs}
+    (out / "result.json").write_text(json.dumps(result, indent=1) + "\n")
+    log.info("%s %s: %.2f ± %.2f%% over %d seeds in %.1f s (%d process%s)", dataset, method, mean, std,
+             len(runs), seconds, n_workers, "" if n_workers == 1 else "es")
+    return result
+
+
+def _run_parallel(job: Job, trainer: Trainer, n_workers: int, handle: Callable[[str, int, int, Any], None]) -> None:
+    """Seeds in this process and `n_workers - 1` helpers (spawned: a fork after torch's threads started can
+    hang), each single-threaded or `budget // n_workers` threads; seeds are claimed in order from a shared
+    counter. This process relays the helpers' messages between its own epochs."""
+    ctx = mp.get_context("spawn")
+    n_threads = max(1, threads.budget() // n_workers)
+    threads.configure(n_threads)
+    claim, msgs = ctx.Value("i", 0), ctx.Queue()
+    helpers = [ctx.Process(target=_helper, args=(job, n_threads, claim, msgs), daemon=True)
+               for _ in range(n_workers - 1)]
+    for h in helpers:
+        h.start()
+    done: set[int] = set()
+
+    def drain(block: bool) -> None:
+        import queue
+
+        while True:
+            try:
+                kind, seed, t_ms, payload = msgs.get(timeout=0.5) if block else msgs.get_nowait()
+            except queue.Empty:
+                return
+            handle(kind, seed, t_ms, payload)
+            if kind == "done":
+                done.add(seed)
+            block = False
+
+    try:
+        while (seed := _claim(claim, job.params.seeds)) is not None:
+            def own(kind: str, s: int, payload: Any) -> None:
+                handle(kind, s, _now_ms(), payload)
+                drain(block=False)
+            res = trainer.run_seed(seed, own)
+            handle("done", seed, _now_ms(), res)
+            done.add(seed)
+            drain(block=False)
+        while len(done) < len(job.params.seeds):
+            drain(block=True)
+            if len(done) < len(job.params.seeds) and not any(h.is_alive() for h in helpers):
+                drain(block=False)
+                if len(done) < len(job.params.seeds):
+                    missing = sorted(set(job.params.seeds) - done)
+                    raise RuntimeError(f"{job.dataset} {job.method}: the helper processes ended without the "
+                                       f"results of seeds {missing} (exit codes {[h.exitcode for h in helpers]})")
+    finally:
+        for h in helpers:
+            if h.is_alive():
+                h.terminate()
+            h.join(timeout=5)
 
 
 def cli() -> None:
     parser = stage_parser(__doc__)
     parser.add_argument("--dataset", required=True)
-    for name in ("manifest", "features", "text", "centroids", "models", "metrics", "plots"):
+    parser.add_argument("--method", required=True)
+    for name in ("plan", "manifest", "features", "text", "centroids", "out"):
         parser.add_argument(f"--{name}", type=Path, required=True)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--no-model", action="store_true",
-                        help="do not log and register the best method's classifier (lmmreg-<dataset>@champion)")
-    run_stage(lambda a, p: main(p, dataset=a.dataset, manifest=a.manifest, features=a.features, text=a.text,
-                                centroids=a.centroids, models=a.models, metrics=a.metrics, plots=a.plots,
-                                device=a.device, log_model=not a.no_model), parser)
+    run_stage(lambda a, p: main(p, dataset=a.dataset, method=a.method, plan=a.plan, out=a.out, device=a.device,
+                                paths=TrainPaths(manifest=a.manifest, features=a.features, text=a.text,
+                                                 centroids=a.centroids)), parser)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,139 @@
+"""What the user's three commands cost, from a clean clone: `make repro`, one α experiment, a queued α sweep.
+
+    python benchmarks/bench_repro.py                  # clone this checkout to --work, then time the three
+    python benchmarks/bench_repro.py --skip-sweep     # the first two only
+
+Steps, in a fresh `git clone` of this repository (its own venv by `make setup`, not timed):
+1. `make repro`, with the seconds of every stage (from the time each "Running stage" line appears);
+2. commit the baseline as README says, then `dvc exp run -S alpha=0.1`: which stages ran and how long;
+3. `dvc exp run --queue -S alpha=...` four times and `dvc queue start -j 2`: the sweep's wall time.
+
+Prints, and appends to reports/bench_repro.md with the load average: the α experiment's training (its plan, train
+and summarize stages) against the full training of step 1 (target <= 0.1), the whole α experiment against it, and
+the sweep against one α experiment (target <= 2.5x, and below 4x: never slower than one after another).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_clip import append_section  # noqa: E402
+
+STAGE = re.compile(r"Running stage '([^']+)'|Stage '([^']+)' (?:is cached|didn't change)")
+
+
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def timed_stages(cmd: list[str], cwd: Path, env: dict) -> tuple[float, dict[str, float], str]:
+    """Run `cmd`, streaming its output; (wall seconds, seconds per stage that ran, output). A stage's seconds run
+    from its "Running stage" line to the next stage line (or the end)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    stages: dict[str, float] = {}
+    current, since, lines = None, start, []
+    for line in proc.stdout:
+        lines.append(line)
+        m = STAGE.search(line)
+        if m:
+            now = time.perf_counter()
+            if current:
+                stages[current] = stages.get(current, 0.0) + now - since
+            current, since = (m.group(1), now) if m.group(1) else (None, now)
+    proc.wait()
+    end = time.perf_counter()
+    if current:
+        stages[current] = stages.get(current, 0.0) + end - since
+    out = "".join(lines)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{out[-4000:]}")
+    return end - start, stages, out
+
+
+def training(stages: dict[str, float]) -> float:
+    return sum(s for name, s in stages.items() if name.split("@")[0] in ("plan", "train", "summarize"))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--work", type=Path, default=Path("/tmp/lmmreg-bench-repro"))
+    ap.add_argument("--skip-sweep", action="store_true")
+    ap.add_argument("--out", type=Path, default=ROOT / "reports/bench_repro.md")
+    args = ap.parse_args()
+    repo = args.work / "repo"
+    if args.work.exists():
+        shutil.rmtree(args.work)
+    args.work.mkdir(parents=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "MLFLOW_", "VIRTUAL_ENV", "LMMREG_"))}
+    env.pop("PYTHONPATH", None)
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
+    subprocess.run(["make", "setup"], cwd=repo, env=env, check=True, capture_output=True)
+    env["PATH"] = f"{repo / '.venv/bin'}:{env['PATH']}"
+    load0 = load()
+    print(f"load average before: {load0}", flush=True)
+
+    repro_s, stages, _ = timed_stages(["make", "repro"], repo, env)
+    print(f"make repro: {repro_s:.0f} s", flush=True)
+    for name, s in sorted(stages.items(), key=lambda kv: -kv[1]):
+        print(f"  {name:32s} {s:7.1f} s", flush=True)
+    train_s = training(stages)
+
+    for cmd in (["git", "add", "-A"], ["git", "commit", "-qm", "baseline run"]):
+        subprocess.run(cmd, cwd=repo, env={**env, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@b",
+                                           "GIT_COMMITTER_NAME": "b", "GIT_COMMITTER_EMAIL": "b@b"}, check=True)
+    alpha_s, alpha_stages, _ = timed_stages(["dvc", "exp", "run", "-S", "alpha=0.1"], repo, env)
+    alpha_train = training(alpha_stages)
+    ran = sorted(alpha_stages)
+    print(f"dvc exp run -S alpha=0.1: {alpha_s:.0f} s, ran {ran}", flush=True)
+    print(f"  its training {alpha_train:.1f} s / full training {train_s:.1f} s = {alpha_train / train_s:.3f}"
+          f" (target <= 0.1); whole experiment / full training = {alpha_s / train_s:.3f}", flush=True)
+
+    sweep = ""
+    if not args.skip_sweep:
+        subprocess.run(["git", "checkout", "params.yaml"], cwd=repo, env=env, check=True)
+        for a in ("0.001", "0.03", "0.3", "1.0"):
+            subprocess.run(["dvc", "exp", "run", "--queue", "-S", f"alpha={a}"], cwd=repo, env=env, check=True,
+                           capture_output=True)
+        t = time.perf_counter()
+        subprocess.run(["dvc", "queue", "start", "-j", "2"], cwd=repo, env=env, check=True, capture_output=True)
+        while True:
+            status = subprocess.run(["dvc", "queue", "status"], cwd=repo, env=env, capture_output=True,
+                                    text=True).stdout
+            if "Queued" not in status and "Running" not in status:
+                break
+            time.sleep(2)
+        sweep_s = time.perf_counter() - t
+        ok = status.count("Success")
+        print(f"4-point sweep at -j 2: {sweep_s:.0f} s ({ok}/4 succeeded) = {sweep_s / alpha_s:.2f}x one α experiment "
+              f"(target <= 2.5x; one after another would be ~4x)", flush=True)
+        sweep = (f"| 4-point α sweep, `dvc queue start -j 2` ({ok}/4 succeeded) | {sweep_s:.0f} | "
+                 f"{sweep_s / alpha_s:.2f}x one α experiment (target <= 2.5x; sequential ~4x) |\n")
+
+    rows = "".join(f"| `{n}` | {s:.1f} |\n" for n, s in sorted(stages.items(), key=lambda kv: -kv[1]))
+    text = (f"\n## {dt.datetime.now().isoformat(timespec='seconds')} on {platform.node()} ({os.cpu_count()} CPUs), "
+            f"load average before {load0}, after {load()}\n\n"
+            f"| measured | seconds | figure |\n|---|---|---|\n"
+            f"| `make repro` from a clean clone (install excluded) | {repro_s:.0f} | target <= 600 |\n"
+            f"| its training (plan, train, summarize stages) | {train_s:.0f} | |\n"
+            f"| `dvc exp run -S alpha=0.1` | {alpha_s:.0f} | ran: {', '.join(ran)} |\n"
+            f"| its training | {alpha_train:.1f} | {alpha_train / train_s:.3f} of the full training (target <= 0.1); "
+            f"the whole experiment {alpha_s / train_s:.3f} |\n{sweep}"
+            f"\nStages of `make repro`:\n\n| stage | seconds |\n|---|---|\n{rows}")
+    append_section(args.out, "# make repro, an α experiment and a queued sweep (benchmarks/bench_repro.py)\n", text)
+    print(f"-> {args.out}")
+
+
+if __name__ == "__main__":
+    main()

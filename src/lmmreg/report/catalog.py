@@ -1,0 +1,56 @@
+"""Which methods the report shows where, and under what name: one table keyed by method name."""
+
+from __future__ import annotations
+
+METHOD_TITLES = {
+    "finetune": "Finetuning w/o Reg. (Baseline)",
+    "lmm_reg": "LMM-Reg.-CLIP (Proposed)",
+    "linear_probe": "CLIP (image emb.) [1]",
+    "concat": "CLIP (image & text emb.) [14]",
+    "zero_shot": "CLIP zero-shot, class-name prompts (extra)",
+    "zero_shot_lmm": "CLIP zero-shot, LMM centroids as classifier (extra)",
+    "linear_probe_lbfgs": "CLIP linear probe, L-BFGS, C on validation (Radford et al. 2021) (re-run)",
+    "prolip": "ProLIP (Fahes et al. 2024) (re-run)",
+    "gda": "GDA (Wang et al. 2024) (re-run)",
+    "tip_adapter": "Tip-Adapter (Zhang et al. 2022) (re-run)",
+    "tip_adapter_f": "Tip-Adapter-F (Zhang et al. 2022) (re-run)",
+    "clip_adapter": "CLIP-Adapter (Gao et al. 2021) (re-run)",
+    "coop": "CoOp [8] (re-run)",
+}
+TABLE1 = ("finetune", "lmm_reg")
+# The field's baselines, re-run on this project's cached features and data: same protocol as the paper's rows.
+BASELINES = ("linear_probe_lbfgs", "prolip", "gda", "tip_adapter", "tip_adapter_f", "clip_adapter", "coop")
+TABLE2 = ("zero_shot", "zero_shot_lmm", "linear_probe", "concat", *BASELINES, "lmm_reg")
+# Methods whose test embeddings are their own (not the frozen x = f(I)): compared for compactness.
+COMPACTNESS = ("linear_probe", "concat", "finetune", "lmm_reg", "prolip", "clip_adapter")
+# One style per method, the same in every figure: (colour, marker, line style). Thirteen colours and markers, no
+# pair repeated; LMM-Reg. and its baseline (finetune) are drawn bold (BOLD), the others thin. Order = legend order.
+METHOD_STYLES = {
+    "zero_shot": ("#7f7f7f", "x", "--"),
+    "zero_shot_lmm": ("#bcbd22", "+", "--"),
+    "linear_probe": ("#2ca02c", "^", "-"),
+    "concat": ("#9467bd", "v", "-"),
+    "linear_probe_lbfgs": ("#17becf", "<", "-"),
+    "prolip": ("#ff7f0e", "D", "-"),
+    "gda": ("#8c564b", ">", "-"),
+    "tip_adapter": ("#e377c2", "p", "-"),
+    "tip_adapter_f": ("#7b4173", "h", "-"),
+    "clip_adapter": ("#393b79", "*", "-"),
+    "coop": ("#637939", "P", "-"),
+    "finetune": ("#1f77b4", "s", "-"),
+    "lmm_reg": ("#d62728", "o", "-"),
+}
+BOLD = ("finetune", "lmm_reg")
+
+
+def method_style(method: str) -> dict:
+    """matplotlib keyword arguments for `method` (a method missing from METHOD_STYLES is drawn thin, black)."""
+    color, marker, line = METHOD_STYLES.get(method, ("black", ".", ":"))
+    bold = method in BOLD
+    return {"color": color, "marker": marker, "linestyle": line, "linewidth": 2.2 if bold else 1.0,
+            "markersize": 6.5 if bold else 4.5, "zorder": 3 if bold else 2, "alpha": 1.0 if bold else 0.85}
+
+
+def style_order(methods: list[str] | set[str]) -> list[str]:
+    """`methods` in legend order: the styled ones in METHOD_STYLES order (bold last, on top), then the rest."""
+    return [m for m in METHOD_STYLES if m in methods] + sorted(set(methods) - set(METHOD_STYLES))

@@ -1,0 +1,176 @@
+"""The report's snapshot: the runs it used, picked out of MLflow by configuration and written to files.
+
+`collect_snapshot` (the only part that needs MLflow, through lmmreg.tracking) picks runs by configuration, never by
+recency alone; `write_snapshot`/`read_snapshot` store them as runs.csv, histories.csv, predictions.jsonl and
+missing.json, so the report rebuilds byte-identical tables from the files alone (`--from-snapshot`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lmmreg.config import Params
+
+RUN_FIELDS = ("dataset", "method", "seed", "alpha", "role", "run_id", "config_id", "ablation_id",
+              "reported_test_acc", "final_test_acc", "best_test_acc", "reported_epoch", "intra_inter_ratio",
+              "silhouette", "demo", "point", "n_train_images", "train_steps", "reg_ce_ratio_first",
+              "reg_ce_ratio_last", "converged", "converged_reason")
+FLOAT_FIELDS = ("reported_test_acc", "final_test_acc", "best_test_acc", "intra_inter_ratio", "silhouette",
+                "reg_ce_ratio_first", "reg_ce_ratio_last")
+INT_FIELDS = ("seed", "reported_epoch", "n_train_images", "train_steps")
+
+
+@dataclass
+class Snapshot:
+    # RUN_FIELDS; role "current" (this configuration) or "study" (another point of its regime study); "point" is
+    # the JSON of the run's study variables (lmmreg.identity.STUDY_VARIABLES)
+    runs: list[dict]
+    histories: dict[str, list[tuple[int, float]]]  # run_id -> [(epoch, test_acc)]
+    predictions: dict[str, dict]  # run_id -> {"ids", "labels", "preds"}
+    missing: list[str] = field(default_factory=list)  # "dataset/method/seed" that have no run
+    # statistics already computed from these runs (the same cell appears in several tables); never written
+    memo: dict = field(default_factory=dict, repr=False, compare=False)
+
+
+# ---------------------------------------------------------------- collect (the only part that needs MLflow)
+
+def _expected(params: Params, prepared: Path) -> list[tuple[str, str, dict]]:
+    from lmmreg.data.manifest import manifest_digest
+    from lmmreg.identity import run_identity
+
+    out = []
+    for ds in params.datasets:
+        digest = manifest_digest(prepared / ds)
+        for method in params.train.methods:
+            out.append((ds, method, run_identity(params, dataset=ds, method=method, data_digest=digest)))
+    return out
+
+
+def _pick(runs: list[dict], seeds: list[int]) -> dict[int, dict]:
+    """Newest finished run per seed among runs of one configuration (`runs` come newest first)."""
+    chosen: dict[int, dict] = {}
+    for r in runs:
+        seed = int(r["tags"]["lmmreg.seed"])
+        if seed in seeds and seed not in chosen:
+            chosen[seed] = r
+    return chosen
+
+
+def _row(r: dict, role: str, point: str) -> dict:
+    t, m = r["tags"], r["metrics"]
+    row = {"dataset": t["lmmreg.dataset"], "method": t["lmmreg.method"], "seed": int(t["lmmreg.seed"]),
+           "alpha": t["lmmreg.alpha"], "role": role, "run_id": r["run_id"], "config_id": t["lmmreg.config_id"],
+           "ablation_id": t["lmmreg.ablation_id"], "reported_epoch": int(m.get("reported_epoch", 0)),
+           "demo": t.get("lmmreg.demo", "False"), "point": point, "n_train_images": int(m.get("n_train_images", 0)),
+           "train_steps": int(m.get("train_steps", 0)),
+           # "true" / "false" from the engine; "" = a run from before the tag existed (unknown)
+           "converged": t.get("lmmreg.converged", ""), "converged_reason": t.get("lmmreg.converged_reason", "")}
+    for k in FLOAT_FIELDS:
+        row[k] = float(m.get(k, float("nan")))
+    return row
+
+
+def collect_snapshot(params: Params, *, prepared: Path) -> Snapshot:
+    from lmmreg import tracking
+    from lmmreg.data.manifest import manifest_digest
+    from lmmreg.identity import study_id, study_point
+
+    rows, missing = [], []
+    current = json.dumps(study_point(params), sort_keys=True)
+    study_runs = {ds: tracking.search_child_runs({"lmmreg.study_id": study_id(
+        params, dataset=ds, data_digest=manifest_digest(prepared / ds))}) for ds in params.datasets}
+    for ds, method, ident in _expected(params, prepared):
+        chosen = _pick(tracking.search_child_runs({"lmmreg.config_id": ident["config_id"]}), params.seeds)
+        missing += [f"{ds}/{method}/seed {s}" for s in params.seeds if s not in chosen]
+        rows += [_row(chosen[s], "current", current) for s in sorted(chosen)]
+        # The regime study: every other point (alpha, shots, noise ...) of this configuration, newest run per seed.
+        by_point: dict[str, list[dict]] = {}
+        for r in study_runs[ds]:
+            point = r["tags"].get("lmmreg.point", current)
+            if r["tags"]["lmmreg.method"] == method and point != current:
+                by_point.setdefault(point, []).append(r)
+        for point, runs in sorted(by_point.items()):
+            picked = _pick(runs, params.seeds)
+            rows += [_row(picked[s], "study", point) for s in sorted(picked)]
+    histories = {r["run_id"]: tracking.metric_history(r["run_id"], "test_acc") for r in rows}
+    predictions = {r["run_id"]: tracking.load_json_artifact(r["run_id"], "predictions.json") for r in rows}
+    return Snapshot(rows, histories, predictions, missing)
+
+
+def fill_from_snapshot(snap: Snapshot, kept: Snapshot, params: Params, *, prepared: Path) -> tuple[Snapshot, int]:
+    """`snap` plus the runs of this configuration (and its alpha ablation) that only `kept` holds.
+
+    `kept` is the snapshot DVC restored (made where the store held the runs: a teammate's machine, before a
+    `dvc pull`), so a store that lacks them never turns good cells into "missing". The store's runs win;
+    a kept run of another configuration is never used. Returns the snapshot and how many runs came from `kept`."""
+    expected = _expected(params, prepared)
+    current_ids = {ident["config_id"] for _, _, ident in expected}
+    ablation_alpha = {ident["ablation_id"]: ident["alpha"] for _, m, ident in expected if m == "lmm_reg"}
+    have = {(r["dataset"], r["method"], r["role"], r["alpha"], r["seed"]) for r in snap.runs}
+    taken = []
+    for r in kept.runs:
+        key = (r["dataset"], r["method"], r["role"], r["alpha"], r["seed"])
+        if key in have or r["seed"] not in params.seeds or r["run_id"] not in kept.predictions:
+            continue
+        if r["role"] == "current":
+            wanted = r["config_id"] in current_ids
+        else:
+            wanted = r["ablation_id"] in ablation_alpha and ablation_alpha[r["ablation_id"]] != r["alpha"]
+        if wanted:
+            taken.append(r)
+            have.add(key)
+    filled = {f"{r['dataset']}/{r['method']}/seed {r['seed']}" for r in taken if r["role"] == "current"}
+    return Snapshot(runs=snap.runs + taken,
+                    histories={**snap.histories, **{r["run_id"]: kept.histories.get(r["run_id"], []) for r in taken}},
+                    predictions={**snap.predictions, **{r["run_id"]: kept.predictions[r["run_id"]] for r in taken}},
+                    missing=[m for m in snap.missing if m not in filled]), len(taken)
+
+
+# ---------------------------------------------------------------- snapshot files
+
+def write_snapshot(snap: Snapshot, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = sorted(snap.runs, key=lambda r: (r["dataset"], r["method"], r["role"], r["point"], r["seed"]))
+    with (folder / "runs.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=RUN_FIELDS, lineterminator="\n")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: repr(r[k]) if k in FLOAT_FIELDS else r.get(k, "") for k in RUN_FIELDS})
+    with (folder / "histories.csv").open("w", newline="") as f:
+        f.write("run_id,epoch,test_acc\n")
+        for r in rows:
+            for epoch, acc in snap.histories[r["run_id"]]:
+                f.write(f"{r['run_id']},{epoch},{acc!r}\n")
+    with (folder / "predictions.jsonl").open("w") as f:
+        for r in rows:
+            f.write(json.dumps({"run_id": r["run_id"], **snap.predictions[r["run_id"]]}, sort_keys=True) + "\n")
+    (folder / "missing.json").write_text(json.dumps(sorted(snap.missing), indent=1) + "\n")
+
+
+def read_snapshot(folder: Path) -> Snapshot:
+    for name in ("runs.csv", "histories.csv", "predictions.jsonl", "missing.json"):
+        if not (folder / name).is_file():
+            raise FileNotFoundError(f"{folder / name}: snapshot incomplete (run the report stage with MLflow first)")
+    with (folder / "runs.csv").open(newline="") as f:
+        runs = []
+        for r in csv.DictReader(f):
+            # A snapshot written before a column existed (an older checkout's, a teammate's) reads as unknown there.
+            r = {k: "" for k in RUN_FIELDS} | {k: v for k, v in r.items() if v is not None}
+            for k in INT_FIELDS:
+                r[k] = int(r[k]) if r[k] != "" else 0
+            for k in FLOAT_FIELDS:
+                r[k] = float(r[k]) if r[k] != "" else float("nan")
+            runs.append(r)
+    histories: dict[str, list[tuple[int, float]]] = {}
+    with (folder / "histories.csv").open(newline="") as f:
+        for r in csv.DictReader(f):
+            histories.setdefault(r["run_id"], []).append((int(r["epoch"]), float(r["test_acc"])))
+    predictions = {}
+    with (folder / "predictions.jsonl").open() as f:
+        for line in f:
+            rec = json.loads(line)
+            predictions[rec.pop("run_id")] = rec
+    return Snapshot(runs, histories, predictions, json.loads((folder / "missing.json").read_text()))

@@ -1,0 +1,157 @@
+"""Stage `summarize@<dataset>`: the dataset's results across the methods of `train.methods`, after their train
+stages (fresh or restored by DVC). One MLflow parent run per invocation carries the mean test accuracy of every
+method (`test_acc.<method>`), adopts the runs this invocation trained and tags the ones it reused unchanged
+(`lmmreg.reused_runs`); the best servable method is logged as a registered model (`lmmreg-<dataset>@champion`).
+
+    python -m lmmreg.stages.summarize --dataset demo --manifest data/prepared/demo --features data/features/demo.pt \
+        --text data/text/demo --centroids data/centroids/demo.pt --methods models/demo/methods \
+        --runs models/demo/runs.json --metrics metrics/demo.json --plots plots/demo.csv
+
+Outputs: `metrics/<dataset>.json` (numbers only, for `dvc exp show`), `models/<dataset>/runs.json` (run ids, the
+parent and the logged model) and `plots/<dataset>.csv` (test accuracy per epoch, mean over seeds).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from lmmreg import tracking
+from lmmreg.cli import run_stage, stage_parser
+from lmmreg.config import Params, to_dict
+from lmmreg.data.manifest import load_manifest, manifest_digest
+from lmmreg.describe.setting import setting_hash
+from lmmreg.encoders import build_clip
+from lmmreg.identity import study_id, study_point
+from lmmreg.methods import get_method
+from lmmreg.plan import TrainPaths
+from lmmreg.stages.train import load_inputs, run_params
+
+log = logging.getLogger(__name__)
+
+
+def load_results(methods_dir: Path, methods: list[str]) -> dict[str, dict]:
+    """Each method's `result.json`, in `train.methods` order; a missing one names its stage."""
+    out = {}
+    for m in methods:
+        path = methods_dir / m / "result.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no result for method {m!r} (run `dvc repro train@<dataset>-{m}`)")
+        out[m] = json.loads(path.read_text())
+    return out
+
+
+def write_curves(results: dict[str, dict], path: Path, *, methods: list[str]) -> None:
+    """Per-epoch test accuracy, mean over seeds, one column per method of `methods` trained with `train:` (for
+    `dvc plots show`; zero-shot has one point, the baselines their own epoch budgets)."""
+    by_method: dict[str, dict[int, list[float]]] = {}
+    for m, res in results.items():
+        for run in res["runs"].values():
+            for row in run["history"]:
+                by_method.setdefault(m, {}).setdefault(row["epoch"], []).append(row["test_acc"])
+    # Evaluated epochs of the methods trained for `train.epochs` (every few epochs when a step budget stretches a
+    # few-shot run); zero-shot has one point, the baselines their own budgets.
+    trained = [m for m, v in by_method.items() if m in methods and len(v) > 1]
+    epochs_seen = sorted(set().union(*(set(by_method[m]) for m in trained))) if trained else []
+    methods = [m for m in trained if sorted(by_method[m]) == epochs_seen]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as f:
+        f.write(",".join(["epoch", *methods]) + "\n")
+        for e in epochs_seen:
+            f.write(",".join([str(e), *(f"{sum(by_method[m][e]) / len(by_method[m][e]):.4f}" for m in methods)]) + "\n")
+
+
+def log_champion(logger: tracking.RunLogger, params: Params, results: dict[str, dict], *, dataset: str,
+                 paths: TrainPaths, methods_dir: Path) -> dict | None:
+    """Log the best servable method's best seed as an MLflow model `lmmreg-<dataset>` (alias `champion` when its
+    mean test accuracy is the best registered so far)."""
+    import numpy as np
+
+    from lmmreg import classifier
+
+    start = time.perf_counter()
+    servable = {m: r for m, r in results.items() if m in classifier.SERVABLE}
+    if not servable:
+        log.warning("no method in train.methods classifies images alone (%s): no model logged", list(results))
+        return None
+    method = max(servable, key=lambda m: servable[m]["test_acc_mean"])
+    seed_key, best = max(servable[method]["runs"].items(), key=lambda kv: kv[1]["test_acc"])
+    state_file = methods_dir / method / best["state"] if best.get("state") else None
+    state = torch.load(state_file) if state_file is not None and state_file.is_file() else None
+    inputs, _, _ = load_inputs(params, features=paths.features, text=paths.text, centroids=paths.centroids)
+    trainable = classifier.build_trainable(method, state_dict=state, base_tail=inputs.tail,
+                                           class_text=inputs.class_text, centroids=inputs.centroids)
+    model, _, _ = build_clip(params.clip)
+    _, classes = load_manifest(paths.manifest)
+    meta = {"dataset": dataset, "method": method, "seed": int(seed_key[1:]), "run_id": best["run_id"],
+            "test_acc": best["test_acc"], "test_acc_mean": servable[method]["test_acc_mean"]}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = classifier.save_classifier(Path(tmp) / "classifier", clip=params.clip, visual=model.visual,
+                                            trainable=trainable, classes=classes, meta=meta)
+        example = [np.full((16, 16, 3), 128, dtype=np.uint8).tolist()]  # one grey image as [H, W, 3] uint8
+        logged = logger.log_model(python_model=classifier.PyfuncClassifier(), artifacts={"classifier": str(folder)},
+                                  input_example=example, pip_requirements=tracking.model_requirements(),
+                                  registered_name=f"lmmreg-{dataset}", score=meta["test_acc_mean"],
+                                  tags={f"lmmreg.{k}": str(v) for k, v in meta.items()})
+    seconds = round(time.perf_counter() - start, 2)
+    log.info("%s: %s seed %s logged as %s in %.1f s", dataset, method, meta["seed"], logged["registered"], seconds)
+    return {**logged, "method": method, "seed": meta["seed"], "seconds": seconds}
+
+
+def main(params: Params, *, dataset: str, paths: TrainPaths, methods_dir: Path, runs: Path, metrics: Path,
+         plots: Path, log_model: bool = True) -> dict[str, dict]:
+    results = load_results(methods_dir, list(params.train.methods))
+    digest = manifest_digest(paths.manifest)
+    shared = run_params(params, dataset)
+    changes = tracking.changed_params(shared, tracking.committed_params())
+    tags = {"lmmreg.data_digest": digest, "lmmreg.describe_setting": setting_hash(params.describe),
+            "lmmreg.study_id": study_id(params, dataset=dataset, data_digest=digest),
+            "lmmreg.point": json.dumps(study_point(params), sort_keys=True)}
+    summary = {m: {"test_acc_mean": r["test_acc_mean"], "test_acc_std": r["test_acc_std"],
+                   "config_id": r["config_id"], "runs": {s: {"run_id": x["run_id"], "test_acc": x["test_acc"]}
+                                                         for s, x in r["runs"].items()}}
+               for m, r in results.items()}
+    with tracking.RunLogger(dataset=dataset, params={**shared, "dataset": dataset,
+                                                     "baselines": to_dict(params.baselines)}, tags=tags,
+                            run_name=tracking.parent_run_name(dataset, changes)) as logger:
+        child_ids = [x["run_id"] for r in results.values() for x in r["runs"].values()]
+        adopted, reused = logger.adopt(child_ids)
+        means = {f"{tracking.SUMMARY_METRIC}{m}": s["test_acc_mean"] for m, s in summary.items()}
+        logger.log_summary({**means, **{f"test_acc_std.{m}": s["test_acc_std"] for m, s in summary.items()}})
+        champion = log_champion(logger, params, results, dataset=dataset, paths=paths,
+                                methods_dir=methods_dir) if log_model else None
+    log.info("%s: parent run %s: %d new run(s), %d reused unchanged", dataset, logger.parent_id, len(adopted),
+             len(reused))
+    # DVC metrics hold numbers only, so `dvc exp show` opens on the accuracies; run ids go to runs.json.
+    metrics.parent.mkdir(parents=True, exist_ok=True)
+    numbers = {"test_acc": {m: s["test_acc_mean"] for m, s in summary.items()},
+               "test_acc_std": {m: s["test_acc_std"] for m, s in summary.items()}}
+    metrics.write_text(json.dumps(numbers, indent=1) + "\n")
+    runs.parent.mkdir(parents=True, exist_ok=True)
+    runs.write_text(json.dumps({"parent_run_id": logger.parent_id, "methods": summary, "reused_runs": reused,
+                                "model": champion}, indent=1) + "\n")
+    write_curves(results, plots, methods=[m for m in params.train.methods if "train" in get_method(m).settings])
+    log.info("compare the runs: %s", tracking.set_view_state(list(params.train.methods)))
+    return summary
+
+
+def cli() -> None:
+    parser = stage_parser(__doc__)
+    parser.add_argument("--dataset", required=True)
+    for name in ("manifest", "features", "text", "centroids", "methods", "runs", "metrics", "plots"):
+        parser.add_argument(f"--{name}", type=Path, required=True)
+    parser.add_argument("--no-model", action="store_true",
+                        help="do not log and register the best method's classifier (lmmreg-<dataset>@champion)")
+    run_stage(lambda a, p: main(p, dataset=a.dataset, methods_dir=a.methods, runs=a.runs, metrics=a.metrics,
+                                plots=a.plots, log_model=not a.no_model,
+                                paths=TrainPaths(manifest=a.manifest, features=a.features, text=a.text,
+                                                 centroids=a.centroids)), parser)
+
+
+if __name__ == "__main__":
+    cli()

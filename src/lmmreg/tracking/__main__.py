@@ -1,0 +1,5 @@
+"""`python -m lmmreg.tracking init | link` (lmmreg.tracking.cli)."""
+
+from lmmreg.tracking.cli import main
+
+main()
