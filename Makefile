@@ -2,6 +2,7 @@
 #   make repro   install (pinned, from uv.lock) and run the whole pipeline (`dvc repro`); prints the MLflow link
 #   make test    install the same plus the remote tests' extras (dvc-s3, moto) and run the test suite (.ci/run)
 #   make study   the default regime study on the demo (configs/study.yaml), timed into reports/bench_study.md
+#   make doctor  is everything params.yaml needs in place (data, weights, describer, GPU, disk, MLflow, DVC remote)?
 # The only prerequisite is python3 (>= 3.10) with pip; uv is bootstrapped from PyPI if missing.
 
 UV_VERSION := 0.13.8
@@ -10,7 +11,7 @@ BIN := $(VENV)/bin
 UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup setup-test repro test test-fast bench bench-repro study study-reduced lint mlflow-init
+.PHONY: setup setup-test repro test test-fast bench bench-repro study study-reduced lint mlflow-init doctor
 
 setup: $(VENV)/.synced
 
@@ -56,6 +57,10 @@ study: setup
 
 study-reduced: setup
 	python benchmarks/bench_study.py --reduced
+
+# Seconds, before any GPU time: a table of what is ready and what is not, each with its fix; fails if anything is missing.
+doctor: setup
+	python -m lmmreg doctor
 
 lint: setup
 	ruff check src tests benchmarks

@@ -16,6 +16,8 @@ import copy
 import json
 import logging
 import os
+import pickle
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -199,12 +201,61 @@ def _offline() -> bool:
     return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in _OFFLINE_ENVS)
 
 
+def weights_host(tag_cfg: dict) -> tuple[str, int]:
+    """(host, port) a download of these weights would connect to first: the HTTPS proxy if one is set, else the
+    hub (`HF_ENDPOINT`, default huggingface.co) or the URL's host."""
+    from urllib.parse import urlsplit
+
+    proxy = next((os.environ[v] for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+                  if os.environ.get(v)), "")
+    if proxy:
+        u = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        return u.hostname or "", u.port or 3128
+    if tag_cfg.get("hf_hub"):
+        u = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    else:
+        u = urlsplit(tag_cfg.get("url", ""))
+    return u.hostname or "", u.port or (80 if u.scheme == "http" else 443)
+
+
+def probe_host(host: str, port: int, timeout_s: float = 3.0) -> str | None:
+    """None if a TCP connection to host:port opens within `timeout_s` (name lookup included), else why not.
+
+    The hub client retries an unreachable host for about 90 s before it gives up; this says it in seconds."""
+    import socket
+    import threading
+
+    result: list[str | None] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout_s).close()
+            result.append(None)
+        except OSError as e:
+            result.append(f"{type(e).__name__}: {e}")
+
+    # getaddrinfo has no timeout of its own; a thread bounds a hanging name lookup too.
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(timeout_s + 0.5)
+    return result[0] if result else f"no answer within {timeout_s:.0f} s"
+
+
+def pretrained_tag_cfg(cfg: ClipConfig) -> dict:
+    """open_clip's entry for `clip.pretrained` as a tag (where to download, preprocessing); {} for a path or none."""
+    if not cfg.pretrained or _looks_like_path(cfg.pretrained) or os.path.isfile(cfg.pretrained):
+        return {}
+    register_model_configs()
+    return open_clip.get_pretrained_cfg(cfg.model, cfg.pretrained) or {}
+
+
 def resolve_weights(cfg: ClipConfig, *, cache_dir: str | os.PathLike | None = None,
                     download: bool | None = None) -> Weights:
     """Find the weights for `cfg` before any work is done, downloading only if allowed and possible.
 
     `download=None` downloads unless an offline switch is set (HF_HUB_OFFLINE, TRANSFORMERS_OFFLINE,
-    LMMREG_OFFLINE). Missing weights raise :class:`WeightsNotFoundError` naming the file and how to fetch it.
+    LMMREG_OFFLINE) or the host to download from does not answer within seconds (:func:`probe_host`).
+    Missing weights raise :class:`WeightsNotFoundError` naming the file and how to fetch it.
     """
     check_clip_config(cfg)
     if not cfg.pretrained:
@@ -221,8 +272,12 @@ def resolve_weights(cfg: ClipConfig, *, cache_dir: str | os.PathLike | None = No
     if hit:
         return Weights(hit, "cache", preprocess)
     wanted = tag_cfg.get("hf_hub") or tag_cfg.get("url") or tag_cfg.get("file")
-    download = (not _offline()) if download is None else download
-    why = "offline mode is set" if not download else ""
+    why = "offline mode is set" if download is False or (download is None and _offline()) else ""
+    if download is None and not why:
+        host, port = weights_host(tag_cfg)
+        problem = probe_host(host, port)
+        why = f"offline: {host}:{port} is unreachable ({problem})" if problem else ""
+    download = not why
     if download:
         try:
             log.info("downloading %s/%s weights (%s)", cfg.model, cfg.pretrained, wanted)
@@ -278,10 +333,25 @@ def build_clip(cfg: ClipConfig, *, device: str | torch.device = "cpu", cache_dir
     weights = resolve_weights(cfg, cache_dir=cache_dir)
     torch.manual_seed(cfg.init_seed)  # random init is part of the config, so it must be reproducible
     kwargs = {_PREPROCESS_KEYS[k]: v for k, v in weights.preprocess.items()}
-    with _open_clip_info_muted(random_init=not weights.path):
-        model, _, preprocess = open_clip.create_model_and_transforms(cfg.model, pretrained=weights.path,
-                                                                     device=device, **kwargs)
-        tokenizer = open_clip.get_tokenizer(cfg.model)
+    try:
+        with _open_clip_info_muted(random_init=not weights.path):
+            model, _, preprocess = open_clip.create_model_and_transforms(cfg.model, pretrained=weights.path,
+                                                                         device=device, **kwargs)
+            tokenizer = open_clip.get_tokenizer(cfg.model)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
+        if weights.path is None or "size mismatch" in str(e):
+            raise  # not a damaged file: a wrong architecture says so itself
+        if "clip_pretrain" in Path(weights.path).parts:  # the pretrain_clip stage's output (the demo)
+            fix = (f"restore it with `dvc checkout --force {Path(weights.path).parent}` or rebuild it with "
+                   "`dvc repro -f pretrain_clip`")
+        elif weights.source == "file":
+            fix = "replace it with an intact copy"
+        else:
+            hint = _fetch_hint(cfg.model, cfg.pretrained, pretrained_tag_cfg(cfg), None)
+            fix = f"delete it and fetch it again:\n{hint}"
+        reason = str(e).splitlines()[0].split(". ")[0] if str(e) else "empty or cut short"
+        raise ValueError(f"clip.pretrained: {weights.path} is unreadable, truncated or damaged "
+                         f"({type(e).__name__}: {reason}); {fix}") from None
     model.eval()
     log.info("CLIP %s weights: %s%s", cfg.model, weights.source, f" ({weights.path})" if weights.path else "")
     return model, preprocess, tokenizer

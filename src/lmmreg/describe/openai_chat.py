@@ -7,6 +7,12 @@ connections and malformed replies are retried with exponential backoff and jitte
 `Retry-After`); after `max_retries` the image becomes an error record that the next run retries. 401,
 403 and 404 mean the address, model or key is wrong for every image: the stage stops at once.
 
+A circuit breaker stops the stage when no server is there: `max_connect_failures` connection attempts in a
+row (over all images) that never reached a server (refused, DNS, TLS, connect timeout) raise
+:class:`ServerUnreachableError`, naming `base_url`, the last error and the command that starts a server,
+within seconds instead of grinding every image through its retries. Answers already stored stay stored.
+Any reply from the server (even 429 or 5xx) closes the count again; those keep the patient retry path.
+
 The API key is read from the environment variable named by `options.api_key_env`; it is sent only in
 the Authorization header, never logged, stored, hashed or sent to MLflow.
 """
@@ -33,9 +39,24 @@ from lmmreg.describe.base import Answer, BackendError, DescribeItem, check_optio
 log = logging.getLogger(__name__)
 
 KNOWN_OPTIONS = {"base_url", "api_key_env", "concurrency", "timeout_s", "max_retries", "retry_base_s",
-                 "retry_max_wait_s", "send_repetition_penalty", "extra_body"}
+                 "retry_max_wait_s", "send_repetition_penalty", "extra_body", "max_connect_failures"}
 CONNECTIONS_PER_CLIENT = 4  # see _run: measured with benchmarks/bench_describe_openai.py
 FATAL_STATUS = {401, 403, 404}  # wrong key, wrong model or wrong address: no image will do better
+# Connecting is quick or it is not happening; a slow *answer* is the read timeout's business (timeout_s).
+CONNECT_TIMEOUT_S = 10.0
+CONNECT_RETRY_WAIT_S = 0.5  # between connection attempts that found no server: the breaker decides soon
+
+
+class ServerUnreachableError(BackendError):
+    """No server answers at `base_url`: every image would fail the same way."""
+
+
+def start_server_hint(base_url: str, model: str) -> str:
+    """The command that starts an OpenAI-compatible server where `base_url` points."""
+    url = httpx.URL(base_url)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    where = "" if url.host in ("127.0.0.1", "localhost", "0.0.0.0", "::1") else f" (on {url.host})"
+    return f"`vllm serve {model or '<model>'} --port {port}`{where}, or any OpenAI-compatible server (docs/describe.md)"
 
 
 def image_data_url(path: Path) -> str:
@@ -77,6 +98,9 @@ class OpenAIChatDescriber:
         self.retry_max_wait_s = option(cfg, "retry_max_wait_s", float, 60.0, check=lambda v: v >= 0)
         self.send_repetition_penalty = option(cfg, "send_repetition_penalty", bool, True)
         self.extra_body = option(cfg, "extra_body", dict, {})
+        self.max_connect_failures = option(cfg, "max_connect_failures", int, 5, check=lambda v: v >= 1,
+                                           why="must be >= 1")
+        self._connect_failures = 0  # in a row, over all workers (one event loop: no lock needed)
         key_env = option(cfg, "api_key_env", str, "")
         self._api_key = ""
         if key_env:
@@ -107,7 +131,18 @@ class OpenAIChatDescriber:
     def _client(self, connections: int) -> httpx.AsyncClient:
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
         limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-        return httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=self.timeout_s, limits=limits)
+        timeout = httpx.Timeout(self.timeout_s, connect=min(self.timeout_s, CONNECT_TIMEOUT_S))
+        return httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=timeout, limits=limits)
+
+    def _no_server(self, problem: str) -> None:
+        """Count a connection attempt that reached no server; trip the breaker at `max_connect_failures`."""
+        self._connect_failures += 1
+        if self._connect_failures >= self.max_connect_failures:
+            raise ServerUnreachableError(
+                f"describe.options.base_url {self.base_url}: no server answers ({self._connect_failures} connection "
+                f"attempts in a row failed; last: {problem}). Start one, e.g. "
+                f"{start_server_hint(self.base_url, self.cfg.model)}, or fix describe.options.base_url; "
+                "answers already stored are kept and the next run continues from them")
 
     def _backoff(self, attempt: int, retry_after: str | None) -> float:
         if retry_after:
@@ -126,11 +161,18 @@ class OpenAIChatDescriber:
         problem = ""
         for attempt in range(self.max_retries + 1):
             retry_after = None
+            no_server = False
             try:
                 resp = await client.post("/chat/completions", json=payload)
-            except httpx.TransportError as e:  # timeouts, refused or dropped connections
+            except (httpx.ConnectError, httpx.ConnectTimeout) as e:  # refused, DNS, TLS: no server reached
                 problem = f"{type(e).__name__}: {e}"
+                no_server = True
+                self._no_server(problem)
+            except httpx.TransportError as e:  # read timeouts, dropped connections: a server was there
+                problem = f"{type(e).__name__}: {e}"
+                self._connect_failures = 0
             else:
+                self._connect_failures = 0
                 if resp.status_code == 200:
                     try:
                         data = resp.json()
@@ -152,7 +194,8 @@ class OpenAIChatDescriber:
                         return Answer(raw="", error=problem)  # this image's request is bad; retrying won't help
                     retry_after = resp.headers.get("retry-after")
             if attempt < self.max_retries:
-                wait = self._backoff(attempt, retry_after)
+                wait = min(self._backoff(attempt, retry_after), CONNECT_RETRY_WAIT_S) if no_server else \
+                    self._backoff(attempt, retry_after)
                 log.debug("%s: %s; retry %d/%d in %.2fs", item.image_id, problem, attempt + 1, self.max_retries, wait)
                 await asyncio.sleep(wait)
         return Answer(raw="", error=f"gave up after {self.max_retries + 1} attempts: {problem}")

@@ -14,7 +14,8 @@ from lmmreg.config import DescribeConfig, stable_hash
 # Option keys that never enter the setting hash: they say where or how fast to run, not what to ask
 # (secrets' names, machine-local addresses, throughput knobs). Changing them re-uses stored answers.
 UNHASHED_OPTIONS = {"api_key_env", "concurrency", "timeout_s", "max_retries", "batch_size", "device",
-                    "base_url", "dtype", "attn_implementation", "gpu_id", "retry_base_s", "retry_max_wait_s"}
+                    "base_url", "dtype", "attn_implementation", "gpu_id", "retry_base_s", "retry_max_wait_s",
+                    "max_connect_failures"}
 
 
 def setting_hash(cfg: DescribeConfig) -> str:

@@ -20,6 +20,7 @@ from lmmreg.config import Params
 from lmmreg.data.checks import DatasetError, check_items, check_layout
 from lmmreg.data.layouts import RawItem, list_layout
 from lmmreg.data.manifest import write_manifest
+from lmmreg.data.sources import placement_help
 from lmmreg.data.video import INDEX_NAME, extract_frames, is_video
 
 log = logging.getLogger(__name__)
@@ -53,8 +54,11 @@ def main(params: Params, *, dataset: str, raw: Path, out: Path, frame_cache: Pat
     unknown = sorted(set(src.expected) - {"train", "test", "classes"})
     if unknown:
         raise ValueError(f"sources.{dataset}.expected.{unknown[0]}: unknown count (known: classes, test, train)")
-    layout = list_layout(src.layout, raw, src.options)
-    check_layout(layout, dataset=dataset, root=raw)
+    try:
+        layout = list_layout(src.layout, raw, src.options)
+        check_layout(layout, dataset=dataset, root=raw)
+    except (FileNotFoundError, DatasetError) as e:  # a missing or misplaced dataset: say what and where
+        raise DatasetError(f"{dataset}: {e}\n  {placement_help(dataset, src.layout, raw)}") from None
     out.mkdir(parents=True, exist_ok=True)
 
     items, image_dir, image_root, bad = layout.items, raw, "raw", []
