@@ -38,7 +38,9 @@ def test_refused_connection_stops_within_seconds(tmp_path):
     took = time.monotonic() - t0
     port = url.split(":")[2].split("/")[0]
     msg = str(err.value)
-    assert took < 5, f"took {took:.1f}s"
+    # Seconds, not the half hour of retries it took before; the bound is loose because CI shares its cores (the
+    # figure itself is measured quiet in the issue note): what the test pins is the attempt count above.
+    assert took < 60, f"took {took:.1f}s"
     assert url in msg and "5 connection attempts in a row" in msg and "ConnectError" in msg
     assert f"vllm serve tiny-vlm --port {port}" in msg
     assert not paths["out"].exists()  # no half-written view of the descriptions
@@ -51,7 +53,7 @@ def test_unknown_host_stops_too(tmp_path):
     t0 = time.monotonic()
     with pytest.raises(ServerUnreachableError, match=r"no-such-host\.invalid:8000/v1: no server answers \(3 conn"):
         stage.main(params, **paths)
-    assert time.monotonic() - t0 < 15
+    assert time.monotonic() - t0 < 60  # (a loaded CI machine; was half an hour)
 
 
 def test_stored_answers_survive_and_the_next_run_continues(tmp_path):
@@ -95,11 +97,11 @@ def test_stage_command_exits_with_one_line(tmp_path):
     raw["describe"].update(backend="openai", model="tiny-vlm", options=options)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     t0 = time.monotonic()
-    done = subprocess.run(stage_cmd(tmp_path / "params.yaml", paths), capture_output=True, text=True, timeout=60,
+    done = subprocess.run(stage_cmd(tmp_path / "params.yaml", paths), capture_output=True, text=True, timeout=300,
                           env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT / "src")})
     assert done.returncode == 2, done.stderr[-2000:]
     assert "Traceback" not in done.stderr and f"{url}: no server answers" in done.stderr
-    assert time.monotonic() - t0 < 30
+    assert time.monotonic() - t0 < 120  # imports included, on a loaded CI machine (was half an hour)
 
 
 def test_breaker_threshold_does_not_re_describe():

@@ -48,7 +48,7 @@ def committed(tmp_path_factory) -> tuple[Path, dict]:
     params = dvc_params()
     params["train"]["methods"] = METHODS
     env = make_repo(repo, params=params)
-    out = run([DVC, "repro"], repo, env)
+    out = run([DVC, "repro"], repo, env, timeout=1800)  # 13 stages' startups: minutes on a shared CI machine
     assert _trained(out) == set(METHODS)
     run(["git", "add", "-A"], repo, env)
     run(["git", "commit", "-qm", "baseline run"], repo, env)
