@@ -26,7 +26,6 @@ from lmmreg.cli import run_stage, stage_parser
 from lmmreg.config import Params, to_dict
 from lmmreg.data.manifest import load_manifest, manifest_digest
 from lmmreg.describe.setting import setting_hash
-from lmmreg.encoders import build_clip
 from lmmreg.identity import study_id, study_point
 from lmmreg.methods import get_method
 from lmmreg.plan import TrainPaths
@@ -81,12 +80,17 @@ def log_champion(logger: tracking.RunLogger, params: Params, results: dict[str, 
         return None
     method = max(servable, key=lambda m: servable[m]["test_acc_mean"])
     seed_key, best = max(servable[method]["runs"].items(), key=lambda kv: kv[1]["test_acc"])
+    known = tracking.registered_version(f"lmmreg-{dataset}", run_id=best["run_id"])
+    if known is not None:  # an earlier invocation trained this run and registered it: nothing new to serve
+        log.info("%s: champion %s seed %s is run %s, already registered as %s", dataset, method, seed_key[1:],
+                 best["run_id"], known["registered"])
+        return {**known, "method": method, "seed": int(seed_key[1:]), "seconds": 0.0, "reused": True}
     state_file = methods_dir / method / best["state"] if best.get("state") else None
     state = torch.load(state_file) if state_file is not None and state_file.is_file() else None
     inputs, _, _ = load_inputs(params, features=paths.features, text=paths.text, centroids=paths.centroids)
     trainable = classifier.build_trainable(method, state_dict=state, base_tail=inputs.tail,
                                            class_text=inputs.class_text, centroids=inputs.centroids)
-    model, _, _ = build_clip(params.clip)
+    model = inputs.clip_model
     _, classes = load_manifest(paths.manifest)
     meta = {"dataset": dataset, "method": method, "seed": int(seed_key[1:]), "run_id": best["run_id"],
             "test_acc": best["test_acc"], "test_acc_mean": servable[method]["test_acc_mean"]}

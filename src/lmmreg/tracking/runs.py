@@ -145,6 +145,20 @@ class RunLogger:
         self._open.clear()
 
 
+def registered_version(name: str, *, run_id: str) -> dict[str, Any] | None:
+    """The version of registered model `name` logged from run `run_id` (tag `lmmreg.run_id`), if any."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = _client().search_model_versions(f"name = '{name}' and tags.`{TAG}run_id` = '{run_id}'")
+    except MlflowException:  # no such model yet
+        return None
+    if not versions:
+        return None
+    v = max(versions, key=lambda v: int(v.version))
+    return {"registered": f"models:/{name}/{v.version}", "version": str(v.version), "champion": False}
+
+
 class LiveRuns:
     """The (method, seed) runs of one train stage, live: each is opened when its training starts, gets its
     epochs' metrics as they arrive (written in batches every `flush_s` seconds, each with its own timestamp and
