@@ -49,3 +49,20 @@ def test_a_snapshot_from_before_a_column_existed_still_reads(tmp_path):
     (run,) = read_snapshot(tmp_path).runs
     assert run["n_train_images"] == 0 and run["seed"] == 1 and math.isnan(run["reg_ce_ratio_first"])
     assert run["point"] == "" and run["reported_test_acc"] == 0.5
+
+
+def test_a_run_in_two_roles_keeps_one_curve(tmp_path):
+    """A run of the current configuration is also a study point (two rows, one run): Fig. 2 must see its curve once,
+    also from a snapshot an earlier checkout wrote with the curve twice."""
+    from lmmreg.report import FLOAT_FIELDS, INT_FIELDS, RUN_FIELDS, Snapshot, read_snapshot, write_snapshot
+
+    row = {k: 0.5 if k in FLOAT_FIELDS else 1 if k in INT_FIELDS else "" for k in RUN_FIELDS}
+    rows = [{**row, "dataset": "demo", "method": "finetune", "seed": 0, "role": role, "point": "p", "run_id": "r1"}
+            for role in ("current", "study")]
+    curve = [(1, 10.0), (2, 50.0), (3, 80.0)]
+    write_snapshot(Snapshot(rows, {"r1": curve}, {"r1": {"preds": []}}, []), tmp_path)
+    assert (tmp_path / "histories.csv").read_text().count("r1,") == 3
+    assert read_snapshot(tmp_path).histories["r1"] == curve
+    (tmp_path / "histories.csv").write_text("run_id,epoch,test_acc\n" + "".join(
+        f"r1,{e},{a!r}\n" for e, a in curve + curve))  # as written before the fix
+    assert read_snapshot(tmp_path).histories["r1"] == curve

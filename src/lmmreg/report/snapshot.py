@@ -141,7 +141,11 @@ def write_snapshot(snap: Snapshot, folder: Path) -> None:
             w.writerow({k: repr(r[k]) if k in FLOAT_FIELDS else r.get(k, "") for k in RUN_FIELDS})
     with (folder / "histories.csv").open("w", newline="") as f:
         f.write("run_id,epoch,test_acc\n")
-        for r in rows:
+        written: set[str] = set()
+        for r in rows:  # a run can be two rows (the current configuration and a study point): its curve once
+            if r["run_id"] in written:
+                continue
+            written.add(r["run_id"])
             for epoch, acc in snap.histories[r["run_id"]]:
                 f.write(f"{r['run_id']},{epoch},{acc!r}\n")
     with (folder / "predictions.jsonl").open("w") as f:
@@ -167,7 +171,9 @@ def read_snapshot(folder: Path) -> Snapshot:
     histories: dict[str, list[tuple[int, float]]] = {}
     with (folder / "histories.csv").open(newline="") as f:
         for r in csv.DictReader(f):
-            histories.setdefault(r["run_id"], []).append((int(r["epoch"]), float(r["test_acc"])))
+            curve = histories.setdefault(r["run_id"], [])
+            if not curve or int(r["epoch"]) > curve[-1][0]:  # a snapshot written twice per run: each epoch once
+                curve.append((int(r["epoch"]), float(r["test_acc"])))
     predictions = {}
     with (folder / "predictions.jsonl").open() as f:
         for line in f:
