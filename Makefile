@@ -46,6 +46,7 @@ bench: setup
 	python benchmarks/bench_describe_openai.py
 	python benchmarks/bench_pretrain.py
 	python benchmarks/bench_repro.py
+	python benchmarks/bench_live_logging.py
 
 # From a clean clone: make repro with per-stage seconds, dvc exp run -S alpha=0.1, a 4-point queued sweep at -j 2.
 bench-repro: setup
