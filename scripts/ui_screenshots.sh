@@ -34,6 +34,8 @@ raw = yaml.safe_load(open(path))
 raw["demo"].update(n_classes=4, train_per_class=16, test_per_class=8, image_size=32)
 raw["seeds"] = [0, 1, 2]
 raw["train"]["epochs"] = 10
+raw["pretrain"]["enabled"] = False  # the UI is the point, not the numbers: random-init CLIP, no 6-min pretraining
+raw["clip"]["pretrained"] = ""
 raw["report"]["bootstrap"] = 50
 yaml.safe_dump(raw, open(path, "w"), sort_keys=False)
 PY
