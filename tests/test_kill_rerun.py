@@ -68,6 +68,15 @@ def write_params(root: Path, raw: dict) -> Path:
     return root / "params.yaml"
 
 
+def prepared_root(root: Path, raw: dict, params) -> Path:
+    """A project folder holding `raw` as params.yaml, the demo images and their prepared manifest."""
+    root.mkdir()
+    write_params(root, raw)
+    generate_demo(params.demo, root / "data/raw/demo")
+    prepare.main(params, dataset="demo", raw=root / "data/raw/demo", out=root / "data/prepared/demo")
+    return root
+
+
 def test_pretrain_clip(tmp_path):
     rng = kill_rng()
     raw = small_raw_params()
@@ -108,11 +117,7 @@ def test_describe(tmp_path):
         params = parse_params(raw)
         outs = {}
         for name in ("whole", "killed"):
-            root = tmp_path / name
-            root.mkdir()
-            write_params(root, raw)
-            generate_demo(params.demo, root / "data/raw/demo")
-            prepare.main(params, dataset="demo", raw=root / "data/raw/demo", out=root / "data/prepared/demo")
+            root = prepared_root(tmp_path / name, raw, params)
             store, out = root / "data/descriptions/demo/store.jsonl", root / "data/descriptions/demo/descriptions.jsonl"
             cmd = [sys.executable, "-m", "lmmreg.stages.describe", "--dataset", "demo", "--raw", "data/raw/demo",
                    "--manifest", "data/prepared/demo", "--store", str(store), "--out", str(out)]
@@ -142,11 +147,7 @@ def test_features(tmp_path):
     params = parse_params(raw)
     feats = {}
     for name in ("whole", "killed"):
-        root = tmp_path / name
-        root.mkdir()
-        write_params(root, raw)
-        generate_demo(params.demo, root / "data/raw/demo")
-        prepare.main(params, dataset="demo", raw=root / "data/raw/demo", out=root / "data/prepared/demo")
+        root = prepared_root(tmp_path / name, raw, params)
         out = root / "data/features/demo.pt"
         cmd = [sys.executable, "-m", "lmmreg.stages.features", "--raw", "data/raw/demo", "--manifest",
                "data/prepared/demo", "--out", "data/features/demo.pt", "--device", "cpu", "--batch-size", "4",

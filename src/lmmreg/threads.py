@@ -46,26 +46,25 @@ def running_experiments(proc: Path = Path("/proc")) -> int:
     return n
 
 
+def _env_count(name: str, unit: str) -> int | None:
+    """A whole number >= 1 from the environment variable `name`, or None when unset (a bad value names it)."""
+    env = os.environ.get(name, "").strip()
+    if not env:
+        return None
+    try:
+        return max(1, int(env))
+    except ValueError:
+        raise ValueError(f"{name}={env!r}: expected a whole number of {unit}") from None
+
+
 def jobs() -> int:
     """How many experiments share the cores (LMMREG_JOBS, else the executing DVC experiments, at least 1)."""
-    env = os.environ.get("LMMREG_JOBS", "").strip()
-    if env:
-        try:
-            return max(1, int(env))
-        except ValueError:
-            raise ValueError(f"LMMREG_JOBS={env!r}: expected a whole number of jobs") from None
-    return max(1, running_experiments())
+    return _env_count("LMMREG_JOBS", "jobs") or max(1, running_experiments())
 
 
 def budget() -> int:
     """Cores this stage may use: LMMREG_THREADS, else cores // jobs (at least 1)."""
-    env = os.environ.get("LMMREG_THREADS", "").strip()
-    if env:
-        try:
-            return max(1, int(env))
-        except ValueError:
-            raise ValueError(f"LMMREG_THREADS={env!r}: expected a whole number of threads") from None
-    return max(1, cores() // jobs())
+    return _env_count("LMMREG_THREADS", "threads") or max(1, cores() // jobs())
 
 
 def configure(threads: int | None = None) -> int:

@@ -25,11 +25,9 @@ from lmmreg import tracking
 from lmmreg.cli import run_stage, stage_parser
 from lmmreg.config import Params, to_dict
 from lmmreg.data.manifest import load_manifest, manifest_digest
-from lmmreg.describe.setting import setting_hash
-from lmmreg.identity import study_id, study_point
 from lmmreg.methods import get_method
 from lmmreg.plan import TrainPaths
-from lmmreg.stages.train import load_inputs, run_params
+from lmmreg.stages.train import dataset_tags, load_inputs, run_params
 
 log = logging.getLogger(__name__)
 
@@ -113,9 +111,7 @@ def main(params: Params, *, dataset: str, paths: TrainPaths, methods_dir: Path, 
     digest = manifest_digest(paths.manifest)
     shared = run_params(params, dataset)
     changes = tracking.changed_params(shared, tracking.committed_params())
-    tags = {"lmmreg.data_digest": digest, "lmmreg.describe_setting": setting_hash(params.describe),
-            "lmmreg.study_id": study_id(params, dataset=dataset, data_digest=digest),
-            "lmmreg.point": json.dumps(study_point(params), sort_keys=True)}
+    tags = dataset_tags(params, dataset, digest)
     summary = {m: {"test_acc_mean": r["test_acc_mean"], "test_acc_std": r["test_acc_std"],
                    "config_id": r["config_id"], "runs": {s: {"run_id": x["run_id"], "test_acc": x["test_acc"]}
                                                          for s, x in r["runs"].items()}}

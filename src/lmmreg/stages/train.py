@@ -89,6 +89,13 @@ def run_params(params: Params, dataset: str) -> dict:
             "describe": {k: describe[k] for k in DESCRIBE_KEYS}, "sources": {dataset: to_dict(params.source(dataset))}}
 
 
+def dataset_tags(params: Params, dataset: str, digest: str) -> dict[str, str]:
+    """Tags every run of a dataset's invocation carries (child runs of the train stages, the summarize parent)."""
+    return {"lmmreg.data_digest": digest, "lmmreg.describe_setting": setting_hash(params.describe),
+            "lmmreg.study_id": study_id(params, dataset=dataset, data_digest=digest),
+            "lmmreg.point": json.dumps(study_point(params), sort_keys=True)}
+
+
 def reg_ce_ratios(history: list[dict], alpha: float | None) -> dict[str, float]:
     """alpha * J_reg / J_ce over the first and the last evaluated epoch: how much the regulariser weighs."""
     if alpha is None or "train_reg" not in history[0]:
@@ -216,9 +223,7 @@ def main(params: Params, *, dataset: str, method: str, plan: Path, paths: TrainP
     alpha = method_alpha(method, params.alpha)
     point = study_point(params)
     shared = run_params(params, dataset)
-    tags = {"lmmreg.data_digest": digest, "lmmreg.describe_setting": setting_hash(params.describe),
-            "lmmreg.study_id": study_id(params, dataset=dataset, data_digest=digest),
-            "lmmreg.point": json.dumps(point, sort_keys=True), "lmmreg.dataset": dataset, "lmmreg.method": method,
+    tags = {**dataset_tags(params, dataset, digest), "lmmreg.dataset": dataset, "lmmreg.method": method,
             "lmmreg.config_id": ident["config_id"], "lmmreg.ablation_id": ident["ablation_id"],
             "lmmreg.alpha": ident["alpha"], "lmmreg.demo": str(params.source(dataset).layout == "demo")}
     run_params_ = {**{k: v for k, v in shared.items() if k != "seeds"},

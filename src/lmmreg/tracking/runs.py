@@ -9,7 +9,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from lmmreg.tracking.models import quiet_model_logging
 from lmmreg.tracking.names import flatten_params
@@ -39,29 +39,19 @@ def _log_metrics(client, run_id: str, history: list[dict], final: dict[str, floa
         client.log_batch(run_id, metrics=metrics[i:i + 1000])
 
 
-class RunLogger:
-    """The parent run of a dataset's summarize stage: every method's mean accuracy, the runs it adopts, the model.
+class _DatasetRuns:
+    """What the parent and the live runs share: the store, the owner process, the stale runs of the dataset ended
+    first, and a context manager whose exit ends the open runs FINISHED, FAILED (an exception) or KILLED (SIGTERM,
+    SIGINT): the subclass's `close(status, *, reason)`."""
 
-    Use as a context manager: leaving normally ends the parent FINISHED, an exception FAILED, SIGTERM/SIGINT
-    (:class:`Interrupted`) or Ctrl-C KILLED with a `lmmreg.killed_reason` tag. Opening one first ends the
-    runs of the same dataset that a killed process left RUNNING.
-    """
-
-    def __init__(self, *, dataset: str, params: dict[str, Any], tags: dict[str, str], run_name: str | None = None):
+    def __init__(self, dataset: str):
         self.client = _client()
         self.experiment_id = init_store()
         self.dataset = dataset
         self.owner = process_identity()
         end_stale_runs(dataset, before_ms=_process_start_ms())
-        all_tags = {**context_tags(), **tags, f"{TAG}dataset": dataset, f"{TAG}kind": "parent",
-                    f"{TAG}process": self.owner}
-        self.parent = self.client.create_run(self.experiment_id, run_name=run_name or dataset, tags=all_tags)
-        self._open = {self.parent_id}
-        self.closed = False
-        _log_params(self.client, self.parent_id, params)
-        self._signals = SignalScope()
 
-    def __enter__(self) -> RunLogger:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -71,6 +61,25 @@ class RunLogger:
             self.close("KILLED", reason=getattr(exc, "reason", "received SIGINT (KeyboardInterrupt)"))
         else:
             self.close("FAILED", reason=f"{type(exc).__name__}: {exc}"[:500])
+
+
+class RunLogger(_DatasetRuns):
+    """The parent run of a dataset's summarize stage: every method's mean accuracy, the runs it adopts, the model.
+
+    Use as a context manager: leaving normally ends the parent FINISHED, an exception FAILED, SIGTERM/SIGINT
+    (:class:`Interrupted`) or Ctrl-C KILLED with a `lmmreg.killed_reason` tag. Opening one first ends the
+    runs of the same dataset that a killed process left RUNNING.
+    """
+
+    def __init__(self, *, dataset: str, params: dict[str, Any], tags: dict[str, str], run_name: str | None = None):
+        super().__init__(dataset)
+        all_tags = {**context_tags(), **tags, f"{TAG}dataset": dataset, f"{TAG}kind": "parent",
+                    f"{TAG}process": self.owner}
+        self.parent = self.client.create_run(self.experiment_id, run_name=run_name or dataset, tags=all_tags)
+        self._open = {self.parent_id}
+        self.closed = False
+        _log_params(self.client, self.parent_id, params)
+        self._signals = SignalScope()
 
     @property
     def parent_id(self) -> str:
@@ -159,7 +168,7 @@ def registered_version(name: str, *, run_id: str) -> dict[str, Any] | None:
     return {"registered": f"models:/{name}/{v.version}", "version": str(v.version), "champion": False}
 
 
-class LiveRuns:
+class LiveRuns(_DatasetRuns):
     """The (method, seed) runs of one train stage, live: each is opened when its training starts, gets its
     epochs' metrics as they arrive (written in batches every `flush_s` seconds, each with its own timestamp and
     step), and ends FINISHED, FAILED (tag `lmmreg.failed_reason`) or KILLED (`lmmreg.killed_reason`), so the
@@ -171,30 +180,15 @@ class LiveRuns:
     """
 
     def __init__(self, *, dataset: str, flush_s: float | None = None):
-        self.client = _client()
-        self.experiment_id = init_store()
-        self.dataset = dataset
-        self.owner = process_identity()
+        super().__init__(dataset)
         # LMMREG_MLFLOW_FLUSH_S: seconds between metric writes (inf: at the end only; benchmarks compare the two)
         self.flush_s = float(os.environ.get("LMMREG_MLFLOW_FLUSH_S", "2")) if flush_s is None else flush_s
-        end_stale_runs(dataset, before_ms=_process_start_ms())
         self.run_ids: dict[Any, str] = {}
         self._open: set[str] = set()
         self._tags: dict[str, dict[str, str]] = {}
         self._pending: dict[str, list] = {}
         self._flushed = time.monotonic()
         self._signals = SignalScope()
-
-    def __enter__(self) -> LiveRuns:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc is None:
-            self.close()
-        elif isinstance(exc, (Interrupted, KeyboardInterrupt)):
-            self.close("KILLED", reason=getattr(exc, "reason", "received SIGINT (KeyboardInterrupt)"))
-        else:
-            self.close("FAILED", reason=f"{type(exc).__name__}: {exc}"[:500])
 
     def start(self, key: Any, *, name: str, params: dict[str, Any], tags: dict[str, str],
               start_ms: int | None = None) -> str:
