@@ -61,14 +61,22 @@ def test_queued_experiments_in_parallel_lose_no_run_or_artifact(tmp_path, mlflow
     runs = client.search_runs([exp.experiment_id], max_results=1000)
     children = [r for r in runs if r.data.tags.get("lmmreg.kind") == "child"]
     parents = [r for r in runs if r.data.tags.get("lmmreg.kind") == "parent"]
-    # Baseline + 2 experiments: a parent each, and a child per (method, seed) = 2 x 1.
-    assert len(parents) == 3 and len(children) == 6, [(r.info.run_name, r.data.tags) for r in runs]
+    # Baseline + 2 experiments: a parent each. The baseline trains a child per (method, seed) = 2 x 1; an alpha
+    # experiment re-trains LMM-Reg. only and its parent names the fine-tuning run it reused (incremental training).
+    assert len(parents) == 3 and len(children) == 4, [(r.info.run_name, r.data.tags) for r in runs]
+    finetune = [r.info.run_id for r in children if r.data.tags["lmmreg.method"] == "finetune"]
+    assert len(finetune) == 1
+    exp_parents = [r for r in parents if r.data.tags.get("dvc.exp_name")]
+    assert len(exp_parents) == 2
+    for p in exp_parents:
+        assert json.loads(p.data.tags["lmmreg.reused_runs"]) == finetune, p.data.tags
     assert all(r.info.status == "FINISHED" for r in runs)
     got = sorted((r.data.tags["lmmreg.method"], r.data.params["alpha"], r.data.tags.get("dvc.exp_name", ""))
                  for r in children)
     lmm_alphas = sorted(a for m, a, _ in got if m == "lmm_reg")
     assert lmm_alphas == ["0.01", "0.1", "0.5"], got
     assert len({name for _, _, name in got if name}) == 2  # both queued experiments, tagged with their names
+    assert sorted(m for m, _, _ in got) == ["finetune", "lmm_reg", "lmm_reg", "lmm_reg"], got
 
     n_files = 0
     with tempfile.TemporaryDirectory() as dst:
@@ -82,7 +90,7 @@ def test_queued_experiments_in_parallel_lose_no_run_or_artifact(tmp_path, mlflow
                 n_files += 1
             preds = json.loads((Path(dst) / r.info.run_id / "predictions.json").read_text())
             assert len(preds["ids"]) == len(preds["preds"]) > 0
-    assert len(list(artifact_dir.rglob("predictions.json"))) == 6
+    assert len(list(artifact_dir.rglob("predictions.json"))) == 4
     assert not (repo / "mlflow.db").exists() and not (repo / "mlartifacts").exists()  # nothing went local
 
     # The workspace learns of the sweep's runs (the stamp), and its report shows them, from the server.
