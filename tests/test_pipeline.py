@@ -5,6 +5,7 @@ import json
 import shutil
 
 import pytest
+import torch
 
 from lmmreg import report as report_lib
 from lmmreg.plan import TrainPaths
@@ -126,3 +127,21 @@ def test_describe_resumes_without_redoing_work(small_params, tmp_path):
     assert len({r["key"] for r in records}) == len(first.splitlines())
     assert len(records) == len(first.splitlines())  # the third run added nothing
 
+
+
+def test_train_inputs_without_clip_are_the_same_tail_and_scale(small_params, tmp_path):
+    """A method that never runs the text tower starts its tail from the features stage's `tail_init`: the very
+    tensor and temperature the built CLIP gives, so no result depends on which path loaded it."""
+    from lmmreg.stages.train import load_inputs
+
+    p = prepare_inputs(small_params, tmp_path)
+    built, test_ids, train_ids = load_inputs(small_params, features=p.features, text=p.text, centroids=p.centroids)
+    light, test_ids2, train_ids2 = load_inputs(small_params, features=p.features, text=p.text, centroids=p.centroids,
+                                               need_clip=False)
+    assert light.clip_model is None and light.tokenizer is None and built.clip_model is not None
+    assert torch.equal(light.tail.proj, built.tail.proj) and light.tail.proj.dtype == built.tail.proj.dtype
+    assert light.logit_scale == built.logit_scale
+    assert (test_ids, train_ids) == (test_ids2, train_ids2)
+    x = built.train_feat[:5]
+    assert torch.equal(light.tail(x), built.tail(x))
+    assert light.tail.state_dict().keys() == built.tail.state_dict().keys()

@@ -72,6 +72,7 @@ def test_seeds_give_the_same_numbers_in_one_process_or_several(mlflow_root, monk
     params = parse_params(raw)
     paths = prepare_inputs(params, root)
     results = {}
+    monkeypatch.setattr(train, "HELPER_START_S", 0.0)  # a helper even for this small problem's fast seeds
     for n in ("1", "2"):  # one process, then this process and a helper
         monkeypatch.setenv("LMMREG_THREADS", n)
         plan.main(params, dataset="demo", paths=paths, out=root / f"plan{n}")
@@ -88,3 +89,10 @@ def test_seeds_give_the_same_numbers_in_one_process_or_several(mlflow_root, monk
         assert heads1[s].keys() == heads2[s].keys()
         assert all(torch.equal(heads1[s][k], heads2[s][k]) for k in heads1[s])
     assert json.loads((root / "out2/result.json").read_text())["workers"] == 2
+
+    # A seed faster than a helper's start-up: the stage keeps all seeds in its own process, same numbers again.
+    monkeypatch.setattr(train, "HELPER_START_S", 1e9)
+    res = train.main(params, dataset="demo", method="lmm_reg", plan=root / "plan2/lmm_reg.json", paths=paths,
+                     out=root / "out3")
+    assert res["workers"] == 1
+    assert all(res["runs"][k]["test_acc"] == one["runs"][k]["test_acc"] for k in ("s0", "s1", "s2"))

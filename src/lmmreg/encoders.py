@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-import open_clip
 import torch
 from torch import nn
 
@@ -39,6 +38,14 @@ _PREPROCESS_KEYS = {"mean": "image_mean", "std": "image_std", "interpolation": "
                     "resize_mode": "image_resize_mode"}
 
 
+def _open_clip():
+    """open_clip, imported at first use: it brings transformers, timm and torchvision (~7 s on 2 cores), which a
+    process that never builds a CLIP (the plan, summarize and report stages import this module) need not pay."""
+    import open_clip
+
+    return open_clip
+
+
 class WeightsNotFoundError(FileNotFoundError):
     """Pretrained weights that are not on this machine and cannot be downloaded; says how to fetch them."""
 
@@ -47,7 +54,7 @@ def register_model_configs() -> None:
     """Make the project's own open_clip architectures (the tiny demo CLIP) known to open_clip."""
     global _REGISTERED
     if not _REGISTERED:
-        open_clip.add_model_config(Path(str(resources.files("lmmreg") / "model_configs")))
+        _open_clip().add_model_config(Path(str(resources.files("lmmreg") / "model_configs")))
         _REGISTERED = True
 
 
@@ -58,20 +65,20 @@ def _looks_like_path(value: str) -> bool:
 def check_clip_config(cfg: ClipConfig) -> None:
     """Refuse combinations that build a model different from the one the weights were trained as."""
     register_model_configs()
-    if cfg.model not in open_clip.list_models():
+    if cfg.model not in _open_clip().list_models():
         raise ValueError(f"clip.model: {cfg.model!r} is not an open_clip architecture "
                          f"(see open_clip.list_models(); the paper uses ViT-L-14-quickgelu)")
     if cfg.augment_views < 0:
         raise ValueError(f"clip.augment_views: must be >= 0, got {cfg.augment_views}")
     if not cfg.pretrained or _looks_like_path(cfg.pretrained):
         return
-    model_cfg = open_clip.get_model_config(cfg.model) or {}
-    tag_cfg = open_clip.get_pretrained_cfg(cfg.model, cfg.pretrained)
+    model_cfg = _open_clip().get_model_config(cfg.model) or {}
+    tag_cfg = _open_clip().get_pretrained_cfg(cfg.model, cfg.pretrained)
     base = cfg.model.removesuffix("-quickgelu")
     if not tag_cfg:  # the tag may exist for the twin architecture only (openai is listed under both)
-        tag_cfg = open_clip.get_pretrained_cfg(base, cfg.pretrained)
+        tag_cfg = _open_clip().get_pretrained_cfg(base, cfg.pretrained)
     if not tag_cfg:
-        tags = open_clip.list_pretrained_tags_by_model(cfg.model)
+        tags = _open_clip().list_pretrained_tags_by_model(cfg.model)
         raise ValueError(f"clip.pretrained: {cfg.pretrained!r} is neither a pretrained tag of {cfg.model} "
                          f"(known: {tags}) nor a checkpoint path")
     # OpenAI's weights (and a few others) were trained with QuickGELU; open_clip only warns on a mismatch.
@@ -107,8 +114,8 @@ def save_clip_checkpoint(model: nn.Module, path: str | os.PathLike, *, arch: str
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
     meta = {"format": CHECKPOINT_FORMAT, "arch": arch,
-            "quick_gelu": bool((open_clip.get_model_config(arch) or {}).get("quick_gelu", False)),
-            "open_clip": open_clip.__version__, "torch": torch.__version__, **made_by}
+            "quick_gelu": bool((_open_clip().get_model_config(arch) or {}).get("quick_gelu", False)),
+            "open_clip": _open_clip().__version__, "torch": torch.__version__, **made_by}
     checkpoint_meta_path(path).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
     return meta
 
@@ -132,7 +139,7 @@ def check_checkpoint_arch(cfg: ClipConfig, path: Path) -> None:
         log.warning("%s: no %s beside it, so its architecture (and QuickGELU) cannot be checked against "
                     "clip.model %s", path, checkpoint_meta_path(path).name, cfg.model)
         return
-    want_quick = bool((open_clip.get_model_config(cfg.model) or {}).get("quick_gelu", False))
+    want_quick = bool((_open_clip().get_model_config(cfg.model) or {}).get("quick_gelu", False))
     if meta.get("arch") != cfg.model or bool(meta.get("quick_gelu")) != want_quick:
         raise ValueError(
             f"clip.pretrained: {path} was trained as {meta.get('arch')} (quick_gelu={meta.get('quick_gelu')}), "
@@ -246,7 +253,7 @@ def pretrained_tag_cfg(cfg: ClipConfig) -> dict:
     if not cfg.pretrained or _looks_like_path(cfg.pretrained) or os.path.isfile(cfg.pretrained):
         return {}
     register_model_configs()
-    return open_clip.get_pretrained_cfg(cfg.model, cfg.pretrained) or {}
+    return _open_clip().get_pretrained_cfg(cfg.model, cfg.pretrained) or {}
 
 
 def resolve_weights(cfg: ClipConfig, *, cache_dir: str | os.PathLike | None = None,
@@ -266,7 +273,7 @@ def resolve_weights(cfg: ClipConfig, *, cache_dir: str | os.PathLike | None = No
             raise WeightsNotFoundError(f"clip.pretrained: checkpoint file {path} not found")
         check_checkpoint_arch(cfg, path)
         return Weights(str(path), "file")
-    tag_cfg = open_clip.get_pretrained_cfg(cfg.model, cfg.pretrained)
+    tag_cfg = _open_clip().get_pretrained_cfg(cfg.model, cfg.pretrained)
     preprocess = {k: tag_cfg[k] for k in _PREPROCESS_KEYS if k in tag_cfg}
     hit = find_cached_weights(tag_cfg, cache_dir)
     if hit:
@@ -281,7 +288,7 @@ def resolve_weights(cfg: ClipConfig, *, cache_dir: str | os.PathLike | None = No
     if download:
         try:
             log.info("downloading %s/%s weights (%s)", cfg.model, cfg.pretrained, wanted)
-            path = open_clip.download_pretrained(tag_cfg, cache_dir=str(cache_dir) if cache_dir else None)
+            path = _open_clip().download_pretrained(tag_cfg, cache_dir=str(cache_dir) if cache_dir else None)
             if path and os.path.isfile(path):
                 return Weights(path, "download", preprocess)
             why = "the download returned no file"
@@ -304,14 +311,11 @@ class _DropOpenClipInfo(logging.Filter):
         self.random_init = random_init
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if _OPEN_CLIP_DIR not in record.pathname:
+        if str(Path(_open_clip().__file__).parent) not in record.pathname:
             return True
         if self.random_init and record.getMessage().startswith("No pretrained weights loaded"):
             return False
         return record.levelno >= logging.WARNING
-
-
-_OPEN_CLIP_DIR = str(Path(open_clip.__file__).parent)
 
 
 @contextlib.contextmanager
@@ -335,9 +339,9 @@ def build_clip(cfg: ClipConfig, *, device: str | torch.device = "cpu", cache_dir
     kwargs = {_PREPROCESS_KEYS[k]: v for k, v in weights.preprocess.items()}
     try:
         with _open_clip_info_muted(random_init=not weights.path):
-            model, _, preprocess = open_clip.create_model_and_transforms(cfg.model, pretrained=weights.path,
+            model, _, preprocess = _open_clip().create_model_and_transforms(cfg.model, pretrained=weights.path,
                                                                          device=device, **kwargs)
-            tokenizer = open_clip.get_tokenizer(cfg.model)
+            tokenizer = _open_clip().get_tokenizer(cfg.model)
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
         if weights.path is None or "size mismatch" in str(e):
             raise  # not a damaged file: a wrong architecture says so itself
@@ -366,7 +370,7 @@ def build_train_transform(model: nn.Module):
 
 def clip_meta(cfg: ClipConfig) -> dict:
     return {"clip_model": cfg.model, "clip_pretrained": cfg.pretrained or "random-init",
-            "clip_init_seed": cfg.init_seed, "open_clip": open_clip.__version__}
+            "clip_init_seed": cfg.init_seed, "open_clip": _open_clip().__version__}
 
 
 def autocast_for(device: str | torch.device, precision: str = "auto"):
@@ -397,7 +401,7 @@ class TextEmbeddings:
 
 
 def _simple_tokenizer(tokenizer) -> bool:
-    return isinstance(tokenizer, open_clip.tokenizer.SimpleTokenizer) and tokenizer.reduction_fn is None
+    return isinstance(tokenizer, _open_clip().tokenizer.SimpleTokenizer) and tokenizer.reduction_fn is None
 
 
 _WORKER_TOKENIZER = None
@@ -452,7 +456,7 @@ def can_trim_padding(model: nn.Module, tokenizer) -> bool:
     Holds for open_clip's `CLIP` text tower: a causal mask (no token sees the padding after it), pooling at
     EOT / argmax / first token, and CLIP's tokenizer (padding after EOT only).
     """
-    return (isinstance(model, open_clip.CLIP) and getattr(model, "attn_mask", None) is not None
+    return (isinstance(model, _open_clip().CLIP) and getattr(model, "attn_mask", None) is not None
             and getattr(model, "text_pool_type", "") in ("argmax", "eos", "first") and _simple_tokenizer(tokenizer))
 
 
@@ -546,7 +550,7 @@ def encode_texts(model, tokenizer, texts: Sequence[str], *, batch_size: int = 25
 
 
 def _check_plain_vit(visual: nn.Module) -> None:
-    if not isinstance(visual, open_clip.transformer.VisionTransformer):
+    if not isinstance(visual, _open_clip().transformer.VisionTransformer):
         raise NotImplementedError(f"feature caching supports open_clip ViTs, not {type(visual).__name__}")
     if visual.attn_pool is not None or visual.final_ln_after_pool:
         raise NotImplementedError("feature caching supports ViTs with ln_post before pooling and no attn_pool")
@@ -591,6 +595,15 @@ class VisionTail(nn.Module):
             self.pool_type = visual.pool_type
         elif unlocked_groups != 1:
             raise ValueError(f"clip.unlocked_groups: 1 or 2, got {unlocked_groups}")
+
+    @classmethod
+    def from_proj(cls, proj: torch.Tensor) -> VisionTail:
+        """The one-unlocked-group tail from `visual.proj` alone ([W, D], as `tail_init` saves it)."""
+        tail = cls.__new__(cls)
+        nn.Module.__init__(tail)
+        tail.unlocked_groups = 1
+        tail.proj = nn.Parameter(proj.detach().clone())
+        return tail
 
     def forward(self, cached: torch.Tensor) -> torch.Tensor:
         return self.pre_projection(cached) @ self.proj

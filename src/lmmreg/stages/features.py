@@ -111,7 +111,11 @@ def main(params: Params, *, raw: Path, manifest: Path, out: Path, device: str = 
         aug[torch.tensor(train_rows)] = views.view(len(train_rows), cfg.augment_views, *feats.shape[1:])
         tensors.update(aug=aug, has_aug=~is_test)
     meta = {**clip_meta(cfg), "unlocked_groups": cfg.unlocked_groups, "augment_views": cfg.augment_views,
-            "preprocess": repr(preprocess), "precision": autocast_for(device, precision)[1], "device": device}
+            "preprocess": repr(preprocess), "precision": autocast_for(device, precision)[1], "device": device,
+            # where the trainable tail starts and CLIP's temperature: the train stage of a method that never runs
+            # the text tower reads them here instead of building CLIP (stages/train.py load_inputs)
+            "tail_init": {"proj": model.visual.proj.detach().cpu().clone(),
+                          "logit_scale": model.logit_scale.exp().item()}}
     save_artifact(out, Artifact([r.id for r in records], torch.tensor([r.label for r in records]), tensors, meta))
     log.info("features %s for %d images (+%d augmented views each for training) -> %s", tuple(feats.shape[1:]),
              len(records), cfg.augment_views, out)

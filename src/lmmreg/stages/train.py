@@ -49,9 +49,13 @@ from lmmreg.stats import compactness, mean_std
 log = logging.getLogger(__name__)
 
 
-def load_inputs(params: Params, *, features: Path, text: Path,
-                centroids: Path) -> tuple[MethodInputs, list[str], list[str]]:
-    """The method inputs, the test image ids and the train image ids (rows in the order of the inputs)."""
+def load_inputs(params: Params, *, features: Path, text: Path, centroids: Path,
+                need_clip: bool = True) -> tuple[MethodInputs, list[str], list[str]]:
+    """The method inputs, the test image ids and the train image ids (rows in the order of the inputs).
+
+    Without `need_clip` (a method that never runs CLIP's text tower) and with one unlocked group, the tail starts
+    from the `visual.proj` the features stage saved beside the cache: the same tensor, and no open_clip import or
+    model build (~8 s of a train stage on 2 cores); `clip_model` and `tokenizer` are then None."""
     feats = load_artifact(features)
     image_mean = load_artifact(text / "image_mean.pt")
     check_aligned(feats, image_mean, names=(str(features), str(text / "image_mean.pt")))
@@ -62,8 +66,13 @@ def load_inputs(params: Params, *, features: Path, text: Path,
         if feats.meta.get(key, 0) != getattr(params.clip, key):
             raise ValueError(f"{features}: cached for {key}={feats.meta.get(key)}, params say clip.{key}="
                              f"{getattr(params.clip, key)} (re-run dvc repro)")
-    model, _, tokenizer = build_clip(params.clip)  # the text tower stays for prompt learning (coop)
-    tail = VisionTail(model.visual, params.clip.unlocked_groups)
+    init = feats.meta.get("tail_init")
+    if need_clip or params.clip.unlocked_groups != 1 or init is None:
+        model, _, tokenizer = build_clip(params.clip)  # the text tower stays for prompt learning (coop)
+        tail, logit_scale = VisionTail(model.visual, params.clip.unlocked_groups), model.logit_scale.exp().item()
+    else:
+        model, tokenizer = None, None
+        tail, logit_scale = VisionTail.from_proj(init["proj"]), float(init["logit_scale"])
     test = feats.tensors["is_test"]
     f, y, m = feats.tensors["feat"], feats.labels, image_mean.tensors["mean"]
     inputs = MethodInputs(tail=tail, train_feat=f[~test], test_feat=f[test], train_y=y[~test], test_y=y[test],
@@ -71,7 +80,7 @@ def load_inputs(params: Params, *, features: Path, text: Path,
                           train_text_mean=m[~test], test_text_mean=m[test],
                           train_aug=feats.tensors["aug"][~test] if "aug" in feats.tensors else None,
                           classnames=list(class_text.ids), clip_model=model, tokenizer=tokenizer,
-                          logit_scale=model.logit_scale.exp().item())
+                          logit_scale=logit_scale)
     split = test.tolist()
     return inputs, [i for i, t in zip(feats.ids, split, strict=True) if t], \
         [i for i, t in zip(feats.ids, split, strict=True) if not t]
@@ -122,8 +131,9 @@ class Trainer:
     def __init__(self, job: Job):
         self.job = job
         p = job.params
+        need_clip = bool(get_method(job.method).needs & {"clip_model", "tokenizer"})
         self.inputs, self.test_ids, self.train_ids = load_inputs(p, features=job.paths.features, text=job.paths.text,
-                                                                 centroids=job.paths.centroids)
+                                                                 centroids=job.paths.centroids, need_clip=need_clip)
         _, self.classes = load_manifest(job.paths.manifest)
         # budget: steps gives every K the optimiser steps of the full-data run (lmmreg.engine.budget_schedule).
         self.cfg = p.train if p.train.budget == "epochs" else \
@@ -264,7 +274,7 @@ def main(params: Params, *, dataset: str, method: str, plan: Path, paths: TrainP
                 res = trainer.run_seed(seed, lambda kind, s, payload: handle(kind, s, _now_ms(), payload))
                 handle("done", seed, _now_ms(), res)
         else:
-            _run_parallel(job, trainer, n_workers, handle)
+            n_workers = 1 + _run_parallel(job, trainer, n_workers, handle)
     seconds = time.perf_counter() - started
     warn_unconverged(dataset, method, results)
     runs = {f"s{s}": {"run_id": r["run_id"], "test_acc": r["test_acc"], "reported_epoch": r["reported_epoch"],
@@ -292,19 +302,26 @@ def warn_unconverged(dataset: str, method: str, results: dict[int, dict]) -> Non
                 worst["tags"]["lmmreg.converged_reason"])
 
 
-def _run_parallel(job: Job, trainer: Trainer, n_workers: int, handle: Callable[[str, int, int, Any], None]) -> None:
-    """Seeds in this process and `n_workers - 1` helpers (spawned: a fork after torch's threads started can
-    hang), each single-threaded or `budget // n_workers` threads; seeds are claimed in order from a shared
-    counter. This process relays the helpers' messages between its own epochs."""
+# What a helper process costs before its first seed: importing torch, open_clip and MLflow and loading the inputs,
+# measured at 8-10 s on a 2-core machine. A method whose seed takes less runs all its seeds here.
+HELPER_START_S = 8.0
+
+
+def _run_parallel(job: Job, trainer: Trainer, n_workers: int, handle: Callable[[str, int, int, Any], None]) -> int:
+    """Seeds in this process and in helper processes; returns how many helpers it started.
+
+    The first seed runs here, timed. If it took longer than a helper takes to start (HELPER_START_S), up to
+    `n_workers - 1` helpers are spawned (a fork after torch's threads started can hang), each single-threaded or
+    `budget // n_workers` threads; this process and they claim the remaining seeds in order from a shared counter,
+    and this process relays the helpers' messages between its own epochs. Else the rest run here too. With 3
+    seeds on 2 workers the timed first seed costs nothing: two rounds either way."""
     ctx = mp.get_context("spawn")
     n_threads = max(1, threads.budget() // n_workers)
     threads.configure(n_threads)
     claim, msgs = ctx.Value("i", 0), ctx.Queue()
-    helpers = [ctx.Process(target=_helper, args=(job, n_threads, claim, msgs), daemon=True)
-               for _ in range(n_workers - 1)]
-    for h in helpers:
-        h.start()
+    seeds = job.params.seeds
     done: set[int] = set()
+    helpers: list = []
 
     def drain(block: bool) -> None:
         import queue
@@ -319,21 +336,30 @@ def _run_parallel(job: Job, trainer: Trainer, n_workers: int, handle: Callable[[
                 done.add(seed)
             block = False
 
+    def own(kind: str, s: int, payload: Any) -> None:
+        handle(kind, s, _now_ms(), payload)
+        drain(block=False)
+
     try:
-        while (seed := _claim(claim, job.params.seeds)) is not None:
-            def own(kind: str, s: int, payload: Any) -> None:
-                handle(kind, s, _now_ms(), payload)
-                drain(block=False)
+        first = True
+        while (seed := _claim(claim, seeds)) is not None:
             res = trainer.run_seed(seed, own)
             handle("done", seed, _now_ms(), res)
             done.add(seed)
+            left = len(seeds) - claim.value  # seeds nobody has claimed yet
+            if first and res["seconds"] >= HELPER_START_S and left > 1:
+                helpers = [ctx.Process(target=_helper, args=(job, n_threads, claim, msgs), daemon=True)
+                           for _ in range(min(n_workers - 1, left - 1))]
+                for h in helpers:
+                    h.start()
+            first = False
             drain(block=False)
-        while len(done) < len(job.params.seeds):
+        while len(done) < len(seeds):
             drain(block=True)
-            if len(done) < len(job.params.seeds) and not any(h.is_alive() for h in helpers):
+            if len(done) < len(seeds) and not any(h.is_alive() for h in helpers):
                 drain(block=False)
-                if len(done) < len(job.params.seeds):
-                    missing = sorted(set(job.params.seeds) - done)
+                if len(done) < len(seeds):
+                    missing = sorted(set(seeds) - done)
                     raise RuntimeError(f"{job.dataset} {job.method}: the helper processes ended without the "
                                        f"results of seeds {missing} (exit codes {[h.exitcode for h in helpers]})")
     finally:
@@ -341,6 +367,7 @@ def _run_parallel(job: Job, trainer: Trainer, n_workers: int, handle: Callable[[
             if h.is_alive():
                 h.terminate()
             h.join(timeout=5)
+    return len(helpers)
 
 
 def cli() -> None:
