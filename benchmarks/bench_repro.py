@@ -86,6 +86,8 @@ def main() -> None:
 
     repro_s, stages, log = timed_stages(["make", "repro"], repo, env)
     (args.work / "make_repro.log").write_text(log)  # what a user sees: checked for third-party noise below
+    if (repo / "reports/tables.md").is_file():  # the default's report, before the α experiment changes the workspace
+        shutil.copy(repo / "reports/tables.md", args.work / "repro_tables.md")
     noise = [ln for ln in log.splitlines() if " INFO root:" in ln or "WARNING mlflow" in ln or "UserWarning" in ln]
     print(f"make repro: {repro_s:.0f} s", flush=True)
     for name, s in sorted(stages.items(), key=lambda kv: -kv[1]):
