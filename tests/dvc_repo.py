@@ -22,7 +22,7 @@ from tests.conftest import REPO, small_raw_params
 
 BIN = Path(sys.executable).parent
 DVC = str(BIN / "dvc")
-TRACKED = ("src", "bin", "dvc.yaml", ".gitignore", "data/imports")
+TRACKED = ("src", "bin", "dvc.yaml", ".gitignore", ".dvcignore", "data/imports")
 
 
 def run(cmd: list[str], cwd: Path, env: dict, timeout: int = 600) -> str:

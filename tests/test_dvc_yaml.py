@@ -118,3 +118,27 @@ def test_describe_depends_on_the_import_file_from_params():
     assert placeholder.is_file() and placeholder.stat().st_size == 0  # tracked, empty: other backends ignore it
     ignored = subprocess.run(["git", "check-ignore", "-q", str(placeholder)], cwd=REPO).returncode == 0
     assert not ignored, f"{placeholder} must be committed: DVC needs the dependency in every clone"
+
+
+def test_bytecode_written_into_src_changes_no_stage(tmp_path):
+    """A stage importing a module first writes __pycache__/ into src/; the project's .dvcignore keeps that out of
+    a directory dependency's hash (dvc.yaml lists src/lmmreg/tracking, src/lmmreg/data ...), while a source edit
+    still counts."""
+    from tests.dvc_repo import DVC, git_env, run
+
+    repo, env = tmp_path / "repo", git_env()
+    repo.mkdir()
+    run(["git", "init", "-q"], repo, env)
+    shutil.copy(REPO / ".dvcignore", repo / ".dvcignore")
+    run([DVC, "init", "-q"], repo, env)
+    pkg = repo / "src/pkg"
+    pkg.mkdir(parents=True)
+    (pkg / "a.py").write_text("x = 1\n")
+    stage = {"cmd": "echo ok > out.txt", "deps": ["src/pkg"], "outs": ["out.txt"]}
+    (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"s": stage}}))
+    run([DVC, "repro"], repo, env)
+    (pkg / "__pycache__").mkdir()
+    (pkg / "__pycache__/a.cpython-311.pyc").write_bytes(b"\0" * 16)
+    assert "Data and pipelines are up to date." in run([DVC, "status"], repo, env)
+    (pkg / "a.py").write_text("x = 2\n")
+    assert "modified:" in run([DVC, "status"], repo, env)
