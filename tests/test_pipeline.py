@@ -145,3 +145,17 @@ def test_train_inputs_without_clip_are_the_same_tail_and_scale(small_params, tmp
     x = built.train_feat[:5]
     assert torch.equal(light.tail(x), built.tail(x))
     assert light.tail.state_dict().keys() == built.tail.state_dict().keys()
+
+
+def test_make_demo_renders_only_where_the_demo_is_read(small_params, tmp_path):
+    """The paper's setting (`datasets` without demo, no pretraining) reads no demo image: make_demo writes a note."""
+    paper = dataclasses.replace(small_params, datasets=["bar"],
+                                pretrain=dataclasses.replace(small_params.pretrain, enabled=False))
+    assert make_demo.needed(small_params) and not make_demo.needed(paper)
+    pretraining = dataclasses.replace(paper, pretrain=dataclasses.replace(paper.pretrain, enabled=True))
+    assert make_demo.needed(pretraining)  # the demo CLIP's pretraining evaluates on the demo
+    out = tmp_path / "demo"
+    make_demo.main(paper.demo, out=out, render=make_demo.needed(paper))
+    assert [p.name for p in out.iterdir()] == ["README.txt"]
+    make_demo.main(small_params.demo, out=out, render=make_demo.needed(small_params))
+    assert (out / "classes.json").is_file() and not (out / "README.txt").exists()
