@@ -161,6 +161,8 @@ def test_features(tmp_path):
         run_to_end(cmd, root, log)
         feats[name] = torch.load(out, weights_only=True)
     a, b = feats.values()
+    init_a, init_b = a["meta"].pop("tail_init"), b["meta"].pop("tail_init")  # tensors: compared exactly below
     assert a["ids"] == b["ids"] and torch.equal(a["labels"], b["labels"]) and a["meta"] == b["meta"]
+    assert torch.equal(init_a["proj"], init_b["proj"]) and init_a["logit_scale"] == init_b["logit_scale"]
     assert a["tensors"].keys() == b["tensors"].keys() == {"feat", "is_test", "aug", "has_aug"}
     assert all(torch.equal(a["tensors"][k], b["tensors"][k]) for k in a["tensors"])
