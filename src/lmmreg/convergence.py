@@ -15,10 +15,10 @@ A run is flagged when it is behind and either its loss is still falling or its m
 reference's (`contains_reference`). The paper's methods (linear_probe, concat, finetune, lmm_reg) train a linear
 head on f(I), or on more than f(I), so once converged they fit their training images at least about as well as the
 reference (up to the L2 penalties and, for lmm_reg, alpha's term); a gap is then the optimiser's, whatever the loss
-curve looks like. The loss curve alone cannot tell: on the digits example of README's own-data section the engine's
-probe at lr 1e-4 sheds its random head's excess loss in 20 epochs (2.58 to 2.30, about log 10) and then crawls
-(2.2969 to 2.2965 over the last tenth) at 11 % training accuracy against the reference's 89 %: a plateau to any
-rule on the loss. The baselines trained by the engine (ProLIP, CoOp, CLIP-Adapter, Tip-Adapter-F) fit constrained
+curve looks like. The loss curve alone cannot tell: on sklearn's digits (README's own-data section,
+benchmarks/bench_convergence.py) the engine's probe at lr 1e-4 sheds its random head's excess loss in about 20 epochs
+(to about log 10) and then crawls, at 13 % training accuracy against the reference's 98 %: a plateau to any rule on
+the loss. The baselines trained by the engine (ProLIP, CoOp, CLIP-Adapter, Tip-Adapter-F) fit constrained
 models that may legitimately stay below a free linear head, so for them a gap counts only while the loss is still
 falling. A falling loss without a gap is not under-training either: a run that fits its training images as well as
 the reference can drive its cross-entropy towards 0 for ever.
