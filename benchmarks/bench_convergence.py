@@ -250,21 +250,9 @@ def folder_params(base: dict, name: str, *, classes: list[str], size: Size, clip
 
 def prepare_folder(params, work: Path, name: str):
     """prepare, describe (file backend), embed_text, centroids, features: the train stages' inputs."""
-    from lmmreg.plan import TrainPaths
-    from lmmreg.stages import centroids, describe, embed_text, features, prepare
+    from lmmreg.stages import train_all
 
-    raw, prepared = work / "raw" / name, work / "data/prepared" / name
-    prepare.main(params, dataset=name, raw=raw, out=prepared)
-    desc = work / "data/descriptions" / name
-    describe.main(params, dataset=name, raw=raw, manifest=prepared, store=desc / "store.jsonl",
-                  out=desc / "descriptions.jsonl")
-    text = work / "data/text" / name
-    embed_text.main(params, manifest=prepared, descriptions=desc / "descriptions.jsonl", out=text)
-    cents = work / "data/centroids" / f"{name}.pt"
-    centroids.main(params, manifest=prepared, text=text, out=cents)
-    feats = work / "data/features" / f"{name}.pt"
-    features.main(params, raw=raw, manifest=prepared, out=feats, workers=0)
-    return TrainPaths(manifest=prepared, features=feats, text=text, centroids=cents)
+    return train_all.prepare_inputs(params, dataset=name, raw=work / "raw" / name, root=work)
 
 
 def run_rung(params, work: Path, name: str, paths, rung: str) -> dict:

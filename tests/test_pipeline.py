@@ -9,26 +9,16 @@ import torch
 
 from lmmreg import report as report_lib
 from lmmreg.plan import TrainPaths
-from lmmreg.stages import centroids, describe, embed_text, features, make_demo, prepare, report, train_all
+from lmmreg.stages import describe, make_demo, prepare, report, train_all
 
 pytestmark = pytest.mark.slow
 
 
 def prepare_inputs(params, root, *, dataset="demo") -> TrainPaths:
-    """Every stage before training, in-process: the train stages' inputs."""
-    raw, prepared = root / "data/raw" / dataset, root / "data/prepared" / dataset
+    """The demo rendered, then every stage before training, in-process: the train stages' inputs."""
+    raw = root / "data/raw" / dataset
     make_demo.main(params.demo, out=raw)
-    prepare.main(params, dataset=dataset, raw=raw, out=prepared)
-    desc = root / "data/descriptions" / dataset
-    describe.main(params, dataset=dataset, raw=raw, manifest=prepared, store=desc / "store.jsonl",
-                  out=desc / "descriptions.jsonl")
-    text = root / "data/text" / dataset
-    embed_text.main(params, manifest=prepared, descriptions=desc / "descriptions.jsonl", out=text)
-    cents = root / "data/centroids" / f"{dataset}.pt"
-    centroids.main(params, manifest=prepared, text=text, out=cents)
-    feats = root / "data/features" / f"{dataset}.pt"
-    features.main(params, raw=raw, manifest=prepared, out=feats, workers=0)
-    return TrainPaths(manifest=prepared, features=feats, text=text, centroids=cents)
+    return train_all.prepare_inputs(params, dataset=dataset, raw=raw, root=root)
 
 
 def run_pipeline(params, root, *, dataset="demo"):

@@ -1,6 +1,7 @@
 """Not a dvc.yaml stage of its own: stages `plan@<ds>`, every `train@<ds>-<method>` and `summarize@<ds>` of one
 dataset in one process, in DVC's order (for tests, benchmarks and a run without DVC). Unlike `dvc repro` it
-re-trains every method, changed or not.
+re-trains every method, changed or not. `prepare_inputs` runs the stages before them (prepare to features) the
+same way.
 
     python -m lmmreg.stages.train_all --dataset demo --manifest data/prepared/demo --features data/features/demo.pt \
         --text data/text/demo --centroids data/centroids/demo.pt --models models/demo --metrics metrics/demo.json \
@@ -15,6 +16,25 @@ from lmmreg.cli import run_stage, stage_parser
 from lmmreg.config import Params
 from lmmreg.plan import TrainPaths
 from lmmreg.stages import plan, summarize, train
+
+
+def prepare_inputs(params: Params, *, dataset: str, raw: Path, root: Path) -> TrainPaths:
+    """Stages `prepare`, `describe`, `embed_text`, `centroids` and `features` of one dataset in-process, writing
+    under `root` as dvc.yaml lays them out (`root/data/prepared/<ds>` ...); returns the train stages' inputs."""
+    from lmmreg.stages import centroids, describe, embed_text, features, prepare
+
+    prepared = root / "data/prepared" / dataset
+    prepare.main(params, dataset=dataset, raw=raw, out=prepared)
+    desc = root / "data/descriptions" / dataset
+    describe.main(params, dataset=dataset, raw=raw, manifest=prepared, store=desc / "store.jsonl",
+                  out=desc / "descriptions.jsonl")
+    text = root / "data/text" / dataset
+    embed_text.main(params, manifest=prepared, descriptions=desc / "descriptions.jsonl", out=text)
+    cents = root / "data/centroids" / f"{dataset}.pt"
+    centroids.main(params, manifest=prepared, text=text, out=cents)
+    feats = root / "data/features" / f"{dataset}.pt"
+    features.main(params, raw=raw, manifest=prepared, out=feats, workers=0)
+    return TrainPaths(manifest=prepared, features=feats, text=text, centroids=cents)
 
 
 def main(params: Params, *, dataset: str, manifest: Path, features: Path, text: Path, centroids: Path,
