@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import json
 import logging
 import os
@@ -44,6 +45,12 @@ def _open_clip():
     import open_clip
 
     return open_clip
+
+
+@functools.cache
+def _open_clip_dir() -> str:
+    """open_clip's package folder (the log filter asks it for every record while a model is built)."""
+    return str(Path(_open_clip().__file__).parent)
 
 
 class WeightsNotFoundError(FileNotFoundError):
@@ -311,7 +318,7 @@ class _DropOpenClipInfo(logging.Filter):
         self.random_init = random_init
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if str(Path(_open_clip().__file__).parent) not in record.pathname:
+        if _open_clip_dir() not in record.pathname:
             return True
         if self.random_init and record.getMessage().startswith("No pretrained weights loaded"):
             return False

@@ -341,18 +341,16 @@ def _run_parallel(job: Job, trainer: Trainer, n_workers: int, handle: Callable[[
         drain(block=False)
 
     try:
-        first = True
         while (seed := _claim(claim, seeds)) is not None:
             res = trainer.run_seed(seed, own)
             handle("done", seed, _now_ms(), res)
             done.add(seed)
             left = len(seeds) - claim.value  # seeds nobody has claimed yet
-            if first and res["seconds"] >= HELPER_START_S and left > 1:
+            if len(done) == 1 and res["seconds"] >= HELPER_START_S and left > 1:  # after the first seed only
                 helpers = [ctx.Process(target=_helper, args=(job, n_threads, claim, msgs), daemon=True)
                            for _ in range(min(n_workers - 1, left - 1))]
                 for h in helpers:
                     h.start()
-            first = False
             drain(block=False)
         while len(done) < len(seeds):
             drain(block=True)
