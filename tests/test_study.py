@@ -3,6 +3,7 @@ and the same tables again from the snapshot files."""
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -156,3 +157,72 @@ def test_the_default_study_grid_covers_the_regime_study():
     assert len({json.dumps(p, sort_keys=True) for p in points}) == len(points) and base not in points
     noise = [p["describe.options.noise"] for p in points]  # ordered by noise: the LMM is asked once per value
     assert noise == sorted(noise, key=[base["describe.options.noise"], *dict.fromkeys(noise)].index)
+
+
+# ------------------------------------------------ a method's runs at every point where its configuration is theirs
+
+def test_at_point_inverts_study_point(params):
+    from lmmreg.identity import at_point
+
+    base = study_point(params)
+    assert at_point(params, base) == params
+    for change in ({"alpha": "0.1"}, {"shots": "4", "centroids_from": "train"}, {"describe_noise": "1.0"},
+                   {"normalize": "true", "reg_reduction": "mean"}, {"head_init": "centroids"},
+                   {"n_descriptions": "5"}, {"shots": "1", "alpha": "1.0", "describe_noise": "0.0"}):
+        point = {**base, **change}
+        assert study_point(at_point(params, point)) == point, change
+    # A point written before a variable existed keeps the params' value for it.
+    assert at_point(params, {"alpha": "0.1"}) == at_point(params, {**base, "alpha": "0.1"})
+
+
+def test_a_reused_run_stands_at_every_point_its_method_ignores(params, monkeypatch):
+    """Incremental training re-trains at alpha = 0.1 LMM-Reg. alone: fine-tuning's runs from the baseline are its
+    runs there too (same config_id), so the point's Δ is paired; at a shots point both were re-trained."""
+    from lmmreg import tracking
+    from lmmreg.identity import at_point, run_identity, study_id
+    from lmmreg.report.snapshot import collect_snapshot
+
+    params = parse_params(small_raw_params(**{"train.methods": ["zero_shot", "finetune", "lmm_reg"]}))
+    monkeypatch.setattr("lmmreg.data.manifest.manifest_digest", lambda _: "digest")
+    sid = study_id(params, dataset="demo", data_digest="digest")
+    base = study_point(params)
+    trained = {  # point change -> the methods incremental training re-ran there
+        (): ("zero_shot", "finetune", "lmm_reg"), (("alpha", "0.1"),): ("lmm_reg",),
+        (("shots", "2"),): ("finetune", "lmm_reg")}
+    runs, t = [], 0
+    for change, methods in trained.items():
+        point = {**base, **dict(change)}
+        at = at_point(params, point)
+        for m in methods:
+            for seed in params.seeds:
+                t += 1
+                runs.append({"run_id": f"{m}{dict(change)}s{seed}", "start_time": t, "params": {}, "metrics": {},
+                             "tags": {"lmmreg.dataset": "demo", "lmmreg.method": m, "lmmreg.seed": str(seed),
+                                      "lmmreg.study_id": sid, "lmmreg.point": json.dumps(point, sort_keys=True),
+                                      "lmmreg.alpha": "x", "lmmreg.ablation_id": "a", **{
+                                          f"lmmreg.{k}": v for k, v in run_identity(
+                                              at, dataset="demo", method=m, data_digest="digest").items()
+                                          if k == "config_id"}}})
+    runs.reverse()  # newest first, as MLflow answers
+
+    def search(filters):
+        return [r for r in runs if all(r["tags"].get(k) == v for k, v in filters.items())]
+
+    monkeypatch.setattr(tracking, "search_child_runs", search)
+    monkeypatch.setattr(tracking, "metric_history", lambda rid, key: [(1, 50.0)])
+    monkeypatch.setattr(tracking, "load_json_artifact", lambda rid, name: {"ids": [], "labels": [], "preds": []})
+    snap = collect_snapshot(params, prepared=Path("unused"))
+    at = {}
+    for r in snap.runs:
+        at.setdefault(tuple(sorted(set(json.loads(r["point"]).items()) - set(base.items()))), {}).setdefault(
+            r["method"], set()).add(r["run_id"])
+    alpha, shots = (("alpha", "0.1"),), (("shots", "2"),)
+    # alpha 0.1: LMM-Reg.'s own runs; fine-tuning and zero-shot are the baseline's, reused
+    assert at[alpha] == {"lmm_reg": {"lmm_reg{'alpha': '0.1'}s0", "lmm_reg{'alpha': '0.1'}s1"},
+                         "finetune": {"finetune{}s0", "finetune{}s1"}, "zero_shot": {"zero_shot{}s0", "zero_shot{}s1"}}
+    # shots 2: both trained methods re-trained there; zero-shot (no training) is the baseline's
+    assert at[shots]["finetune"] == {"finetune{'shots': '2'}s0", "finetune{'shots': '2'}s1"}
+    assert at[shots]["zero_shot"] == {"zero_shot{}s0", "zero_shot{}s1"}
+    assert set(at) == {(), alpha, shots} and not snap.missing
+    # each run's curve and predictions fetched once, however many points it stands at
+    assert len(snap.predictions) == len({r["run_id"] for r in runs})

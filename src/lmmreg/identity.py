@@ -51,6 +51,31 @@ def study_point(params: Params) -> dict[str, str]:
             "reg_reduction": t.reg_reduction, "head_init": t.head_init}
 
 
+def at_point(params: Params, point: dict[str, str]) -> Params:
+    """`params` with the study variables of `point` (as `study_point` writes them) applied; a variable the point
+    does not name (a run from before it existed) or cannot set ("n/a" noise) keeps its `params` value.
+
+    The inverse of `study_point` where the point is reachable, so `run_identity(at_point(params, p), ...)` is the
+    configuration each method had at point p: the report finds a method's runs there by that id, so a run that
+    incremental training reused unchanged stands at every point that differs only in what the method ignores."""
+    t, d = params.train, params.describe
+    shots = point.get("shots", str(t.shots))
+    shots_v = "all" if shots == "all" else int(shots)
+    train = dataclasses.replace(
+        t, shots=shots_v, normalize=point.get("normalize", str(t.normalize).lower()) == "true",
+        reg_reduction=point.get("reg_reduction", t.reg_reduction), head_init=point.get("head_init", t.head_init),
+        # at shots: all, study_point folds centroids_from into "shots"; the run kept the params' own value
+        centroids_from=t.centroids_from if shots_v == "all" else point.get("centroids_from", t.centroids_from))
+    options = dict(d.options)
+    noise = point.get("describe_noise", "n/a")
+    if noise != "n/a" and not (isinstance(options.get("noise"), (int, float)) and options["noise"] == float(noise)):
+        options["noise"] = float(noise)  # (an equal value keeps its YAML type: 0 and 0.0 hash differently)
+    describe = dataclasses.replace(d, options=options,
+                                   n_descriptions=int(point.get("n_descriptions", d.n_descriptions)))
+    return dataclasses.replace(params, alpha=float(point.get("alpha", params.alpha)), train=train,
+                               describe=describe)
+
+
 def study_id(params: Params, *, dataset: str, data_digest: str) -> str:
     """The configuration with the study variables left out: the runs the regime study compares."""
     train = {k: v for k, v in to_dict(params.train).items() if k != "methods" and k not in _STUDY_TRAIN_KEYS}

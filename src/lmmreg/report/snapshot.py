@@ -76,27 +76,35 @@ def _row(r: dict, role: str, point: str) -> dict:
 def collect_snapshot(params: Params, *, prepared: Path) -> Snapshot:
     from lmmreg import tracking
     from lmmreg.data.manifest import manifest_digest
-    from lmmreg.identity import study_id, study_point
+    from lmmreg.identity import at_point, run_identity, study_id, study_point
 
     rows, missing = [], []
     current = json.dumps(study_point(params), sort_keys=True)
-    study_runs = {ds: tracking.search_child_runs({"lmmreg.study_id": study_id(
-        params, dataset=ds, data_digest=manifest_digest(prepared / ds))}) for ds in params.datasets}
+    digests = {ds: manifest_digest(prepared / ds) for ds in params.datasets}
+    study_runs = {ds: tracking.search_child_runs({"lmmreg.study_id": study_id(params, dataset=ds, data_digest=d)})
+                  for ds, d in digests.items()}
+    # Every point (alpha, shots, noise ...) some run of this configuration was trained at, as study_point spells it.
+    points = {ds: sorted({json.dumps(study_point(at_point(params, json.loads(r["tags"].get("lmmreg.point", current)))),
+                                     sort_keys=True) for r in runs} - {current}) for ds, runs in study_runs.items()}
     for ds, method, ident in _expected(params, prepared):
         chosen = _pick(tracking.search_child_runs({"lmmreg.config_id": ident["config_id"]}), params.seeds)
         missing += [f"{ds}/{method}/seed {s}" for s in params.seeds if s not in chosen]
         rows += [_row(chosen[s], "current", current) for s in sorted(chosen)]
-        # The regime study: every other point (alpha, shots, noise ...) of this configuration, newest run per seed.
-        by_point: dict[str, list[dict]] = {}
+        # The regime study: at every other point, the method's runs of its configuration there (newest per seed).
+        # Picked by config_id, not by the point a run was trained at: incremental training re-trains only what a
+        # point changes, so fine-tuning's runs from the baseline are its runs at every alpha as well.
+        by_config: dict[str, list[dict]] = {}
         for r in study_runs[ds]:
-            point = r["tags"].get("lmmreg.point", current)
-            if r["tags"]["lmmreg.method"] == method and point != current:
-                by_point.setdefault(point, []).append(r)
-        for point, runs in sorted(by_point.items()):
-            picked = _pick(runs, params.seeds)
+            if r["tags"]["lmmreg.method"] == method:
+                by_config.setdefault(r["tags"]["lmmreg.config_id"], []).append(r)
+        for point in points[ds]:
+            cid = run_identity(at_point(params, json.loads(point)), dataset=ds, method=method,
+                               data_digest=digests[ds])["config_id"]
+            picked = _pick(by_config.get(cid, []), params.seeds)
             rows += [_row(picked[s], "study", point) for s in sorted(picked)]
-    histories = {r["run_id"]: tracking.metric_history(r["run_id"], "test_acc") for r in rows}
-    predictions = {r["run_id"]: tracking.load_json_artifact(r["run_id"], "predictions.json") for r in rows}
+    ids = list(dict.fromkeys(r["run_id"] for r in rows))  # a reused run stands at several points: fetched once
+    histories = {i: tracking.metric_history(i, "test_acc") for i in ids}
+    predictions = {i: tracking.load_json_artifact(i, "predictions.json") for i in ids}
     return Snapshot(rows, histories, predictions, missing)
 
 
@@ -149,8 +157,8 @@ def write_snapshot(snap: Snapshot, folder: Path) -> None:
             for epoch, acc in snap.histories[r["run_id"]]:
                 f.write(f"{r['run_id']},{epoch},{acc!r}\n")
     with (folder / "predictions.jsonl").open("w") as f:
-        for r in rows:
-            f.write(json.dumps({"run_id": r["run_id"], **snap.predictions[r["run_id"]]}, sort_keys=True) + "\n")
+        for run_id in dict.fromkeys(r["run_id"] for r in rows):  # once per run, as its curve
+            f.write(json.dumps({"run_id": run_id, **snap.predictions[run_id]}, sort_keys=True) + "\n")
     (folder / "missing.json").write_text(json.dumps(sorted(snap.missing), indent=1) + "\n")
 
 
