@@ -83,7 +83,9 @@ def study_markdown(snap: Snapshot, params: Params, classes: dict[str, list[str]]
         md += [f"**Where LMM-Reg. beats fine-tuning on {DATASET_TITLES.get(ds, ds)}, and where it loses:** "
                f"{study_answer(snap, ds, params)}", ""]
     md += [f"Runs of this configuration that differ only in the study variables ({', '.join(STUDY_VARIABLES)}). "
-           f"Current point: {', '.join(f'{k} = {v}' for k, v in current.items())}. Cells: mean ± std over seeds "
+           f"Current point: {', '.join(f'{k} = {v}' for k, v in current.items())}. A method's runs stand at every "
+           "point where its configuration is theirs (a run that incremental training reused unchanged, such as "
+           "fine-tuning's at another alpha, counts there too). Cells: mean ± std over seeds "
            f"[{pct}% two-level bootstrap interval: seeds and test images resampled] (n = seeds). Δ = LMM-Reg. − "
            f"baseline (finetune) over paired seeds, [{pct}% paired two-level bootstrap interval: the same seeds and "
            "images drawn for both], MDE = the smallest true Δ the point's design detects at 80 % power, McNemar p on "
