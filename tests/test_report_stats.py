@@ -83,3 +83,18 @@ def test_paper_resolution_matches_the_issue_context():
 def test_params_test_sizes_agree_with_the_paper(small_params):
     for ds, n in PAPER_TEST_SIZES.items():
         assert paper_test_size(small_params, ds) == n
+
+
+def test_silhouette_is_sklearns():
+    """lmmreg.stats.silhouette (chunked, per-class sums by matmul) against sklearn's silhouette_score, with a
+    class of one sample (scores 0) and chunks that split the rows unevenly."""
+    from sklearn.metrics import silhouette_score
+
+    from lmmreg.stats import silhouette
+
+    rng = np.random.default_rng(0)
+    for n, k, chunk in ((300, 4, 64), (301, 3, 1024), (9, 3, 2)):
+        y = rng.integers(0, k, n)
+        y[0] = k  # alone in its class
+        x = (rng.normal(size=(n, 16)) + y[:, None]).astype(np.float32)
+        assert silhouette(x, y, chunk=chunk) == pytest.approx(silhouette_score(x, y), abs=1e-6)

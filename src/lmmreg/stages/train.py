@@ -362,6 +362,8 @@ def _run_parallel(job: Job, trainer: Trainer, n_workers: int, handle: Callable[[
                                        f"results of seeds {missing} (exit codes {[h.exitcode for h in helpers]})")
     finally:
         for h in helpers:
+            if h.pid is None:  # never started (its start failed): nothing to stop, and the error above stands
+                continue
             if h.is_alive():
                 h.terminate()
             h.join(timeout=5)
