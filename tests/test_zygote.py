@@ -28,6 +28,11 @@ PROBE = textwrap.dedent('''
     if "--sleep" in sys.argv:
         open(os.environ["MARK"], "w").write(str(os.getpid()))
         time.sleep(60)
+    if "--pool" in sys.argv:  # idle non-daemon workers at exit: the interpreter's shutdown stops them (MLflow's)
+        from concurrent.futures import ThreadPoolExecutor
+        print("pool", ThreadPoolExecutor(2).submit(lambda: 6 * 7).result())
+        import atexit
+        atexit.register(lambda: print("atexit ran"))
     if "--boom" in sys.argv:
         raise RuntimeError("boom")
     if "--numbers" in sys.argv:
@@ -70,6 +75,14 @@ def test_a_failure_prints_its_traceback_and_exits_1(probe):
     plain, served = (_run(probe, "--boom", zygote=z) for z in (False, True))
     assert plain.returncode == served.returncode == 1
     assert "RuntimeError: boom" in served.stderr and served.stdout == plain.stdout
+
+
+def test_exit_stops_idle_worker_threads_and_runs_atexit(probe):
+    """A ThreadPoolExecutor left open (as MLflow's async logging leaves one) ends as at a plain exit: threading's
+    exit hooks, the join of non-daemon threads, then atexit, in the interpreter's order."""
+    plain, served = (_run(probe, "--pool", zygote=z) for z in (False, True))
+    assert plain.returncode == served.returncode == 0
+    assert "pool 42" in served.stdout and served.stdout.endswith("atexit ran\n") and served.stdout == plain.stdout
 
 
 def test_torch_numbers_and_threads_are_a_fresh_process_s(probe):

@@ -260,9 +260,9 @@ def _child(conn: socket.socket, req: dict, fds: list[int], others: list) -> None
         traceback.print_exc()
         code = 1
     finally:
-        for t in threading.enumerate():  # the interpreter's shutdown: non-daemon threads, then atexit
-            if t is not threading.main_thread() and not t.daemon:
-                t.join()
+        # The interpreter's own shutdown, in its order (Py_FinalizeEx): threading's exit hooks (they stop, e.g.,
+        # a ThreadPoolExecutor's idle workers) and its join of the non-daemon threads, then the atexit functions.
+        threading._shutdown()
         atexit._run_exitfuncs()
         for stream in (sys.stdout, sys.stderr):
             try:
