@@ -55,9 +55,11 @@ bench: setup
 bench-repro: setup
 	python benchmarks/bench_repro.py
 
-# One `dvc exp run` per point of configs/study.yaml, then the report (its regime study section and reports/study/).
+# Every point of configs/study.yaml as a queued DVC experiment, STUDY_JOBS at a time (they share the cores), then
+# the report (its regime study section and reports/study/). STUDY_JOBS=1: one `dvc exp run` after another.
+STUDY_JOBS ?= 2
 study: setup
-	python benchmarks/bench_study.py
+	python benchmarks/bench_study.py --jobs $(STUDY_JOBS)
 
 study-reduced: setup
 	python benchmarks/bench_study.py --reduced

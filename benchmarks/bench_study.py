@@ -90,6 +90,46 @@ def _run(cmd: list[str], env: dict) -> tuple[float, list[str], str]:
     return wall, re.findall(r"Running stage '([^']+)'", out), out
 
 
+queue_wall = [0.0]  # the queue's wall time (its points overlap, so their seconds do not add up)
+
+
+def queued(points: list[dict], labels: list[str], command, env: dict, jobs: int) -> list[tuple[str, list[str], float]]:
+    """Queue every point, run the queue at `-j jobs`, and time each point from when `dvc queue status` first shows
+    it running to when it shows it done (polled every 5 s: each poll is a DVC process, about a second of CPU)."""
+    names = []
+    for p in points:
+        cmd = command(p)
+        out = subprocess.run([*cmd[:3], "--queue", *cmd[3:]], cwd=ROOT, env=env, capture_output=True, text=True,
+                             check=True).stdout
+        names.append(re.search(r"Queued experiment '([^']+)'", out).group(1))
+    started, ended = {}, {}
+    t0 = time.perf_counter()
+    subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], cwd=ROOT, env=env, check=True, capture_output=True)
+    while True:
+        status = subprocess.run(["dvc", "queue", "status"], cwd=ROOT, env=env, capture_output=True, text=True).stdout
+        now = time.perf_counter() - t0
+        for line in status.splitlines():
+            for name in names:
+                if re.search(rf"\b{re.escape(name)}\b", line):
+                    if "Running" in line:
+                        started.setdefault(name, now)
+                    elif any(w in line for w in ("Success", "Failed")):
+                        started.setdefault(name, now)
+                        ended.setdefault(name, now)
+                        if "Failed" in line:
+                            print(f"{name} failed: dvc queue logs {name}", flush=True)
+        if len(ended) == len(names):
+            break
+        time.sleep(5.0)
+    queue_wall[0] = time.perf_counter() - t0
+    print(f"queue of {len(names)} points at -j {jobs}: {queue_wall[0]:.0f} s", flush=True)
+    rows = []
+    for name, label in zip(names, labels, strict=True):
+        logs = subprocess.run(["dvc", "queue", "logs", name], cwd=ROOT, env=env, capture_output=True, text=True).stdout
+        rows.append((label, re.findall(r"Running stage '([^']+)'", logs), ended[name] - started[name]))
+    return rows
+
+
 def _machine() -> str:
     try:
         cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -105,6 +145,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "reports/bench_study.md")
     ap.add_argument("--reduced", action="store_true", help="two values per variable per block, extrapolated")
     ap.add_argument("--dry-run", action="store_true")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="1: one `dvc exp run` after another (default); N > 1: queue every point and run them with "
+                         "`dvc queue start -j N` (the workers share the cores: lmmreg.threads)")
     args = ap.parse_args()
     params_path = ROOT / "params.yaml"
     original = params_path.read_text()
@@ -135,17 +178,21 @@ def main() -> None:
     wall, stages, _ = _run(["dvc", "repro"], env)
     rows.append(("baseline: dvc repro", stages, wall))
     print(f"baseline {wall:.0f} s: {', '.join(stages) or 'nothing changed'}", flush=True)
-    try:
-        for i, p in enumerate(points, 1):
-            wall, stages, _ = _run(command(p), env)
-            label = ", ".join(f"{k}={_yaml_value(v)}" for k, v in p.items() if v != _get(params, k))
-            rows.append((label, stages, wall))
-            print(f"[{i}/{len(points)}] {label}: {wall:.0f} s ({', '.join(stages) or 'restored'})", flush=True)
-    finally:
-        params_path.write_text(original)
-    wall, stages, _ = _run(["dvc", "repro"], env)
+    labels = [", ".join(f"{k}={_yaml_value(v)}" for k, v in p.items() if v != _get(params, k)) for p in points]
+    if args.jobs > 1:
+        rows += queued(points, labels, command, env, args.jobs)
+    else:
+        try:
+            for i, (p, label) in enumerate(zip(points, labels, strict=True), 1):
+                wall, stages, _ = _run(command(p), env)
+                rows.append((label, stages, wall))
+                print(f"[{i}/{len(points)}] {label}: {wall:.0f} s ({', '.join(stages) or 'restored'})", flush=True)
+        finally:
+            params_path.write_text(original)
+    # Queued experiments leave the workspace at the baseline, so only the report is stale: it reads every run.
+    wall, stages, _ = _run(["dvc", "repro"] if args.jobs == 1 else ["dvc", "repro", "-f", "-s", "report"], env)
     rows.append(("report: params.yaml restored, dvc repro", stages, wall))
-    total = sum(r[2] for r in rows)
+    total = sum(r[2] for r in rows) if args.jobs == 1 else rows[0][2] + rows[-1][2] + queue_wall[0]
     load1 = os.getloadavg()[0]
 
     def kind(stages: list[str]) -> str:
@@ -161,7 +208,9 @@ def main() -> None:
           "", f"Machine: {_machine()}. Load average (1 min) {load0:.1f} at the start, {load1:.1f} at the end "
           "(other jobs shared the cores when it is above the core count).", "",
           f"**{'Measured (reduced grid)' if args.reduced else 'Measured (whole grid)'}: {len(points)} experiments "
-          f"besides the baseline, {total / 60:.1f} min in all.**", ""]
+          f"besides the baseline, {total / 60:.1f} min in all"
+          + (f" (the points queued and run by `dvc queue start -j {args.jobs}`: {queue_wall[0] / 60:.1f} min of it; "
+             "a point's seconds below overlap another's)" if args.jobs > 1 else "") + ".**", ""]
     if args.reduced:
         kinds_full: dict[str, int] = {}
         prev = _get(params, "describe.options.noise") if "describe.options.noise" in keys else None

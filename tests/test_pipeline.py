@@ -1,5 +1,6 @@
 """End to end on a shrunken demo: every stage's `main`, MLflow, the report and its snapshot."""
 
+import csv
 import dataclasses
 import json
 import shutil
@@ -63,8 +64,15 @@ def test_pipeline_report_and_snapshot(small_params, mlflow_root, monkeypatch):
     assert "(n=2)" in md and "missing" not in md.split("## Regime study")[0]
     ablation = md.split("alpha (the alpha ablation)")[1].split("###")[0]  # the regime study's slice along alpha
     assert "| 0.01 |" in ablation and "| 0.5 |" in ablation and "finetune" in ablation
-    runs = (out / "runs.csv").read_text().splitlines()
-    assert len(runs) == 1 + 2 * len(small_params.train.methods) + 2  # current runs + the alpha=0.5 pair
+    runs = list(csv.DictReader((out / "runs.csv").open()))
+    # Every method stands at alpha = 0.5 too: LMM-Reg. with its new pair of runs, the others with their runs of the
+    # current configuration (alpha plays no part in them), so only 2 run ids are new.
+    n = 2 * len(small_params.train.methods)
+    assert len(runs) == 2 * n and len({r["run_id"] for r in runs}) == n + 2
+    at_half = {r["method"]: r["run_id"] for r in runs if json.loads(r["point"])["alpha"] == "0.5"}
+    current = {r["method"]: r["run_id"] for r in runs if r["role"] == "current"}
+    assert set(at_half) == set(small_params.train.methods)
+    assert [m for m in at_half if at_half[m] != current[m]] == ["lmm_reg"]
     for name in ("fig2.png", "fig2.svg", "tables.csv", "tables.tex", "study/alpha.png", "study/study.csv",
                  "per_class.csv"):
         assert (out / name).stat().st_size > 0

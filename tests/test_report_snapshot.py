@@ -6,31 +6,45 @@ from pathlib import Path
 
 
 def test_fill_from_snapshot_takes_only_what_the_store_lacks_of_this_configuration(small_params, monkeypatch):
-    from lmmreg import report as rep
-    from lmmreg.report import snapshot
+    """Kept runs fill what the store lacks: this configuration's, and at each study point the method's runs of its
+    configuration there (fine-tuning's current runs stand at alpha = 0.5 too); never another configuration's."""
+    import dataclasses
+    import json
 
-    monkeypatch.setattr(snapshot, "_expected", lambda params, prepared: [
-        ("demo", "lmm_reg", {"config_id": "C", "ablation_id": "A", "alpha": "0.01"}),
-        ("demo", "finetune", {"config_id": "F", "ablation_id": "AF", "alpha": "0.0"})])
+    from lmmreg import report as rep
+    from lmmreg.identity import at_point, run_identity, study_point
+
+    params = dataclasses.replace(small_params, train=dataclasses.replace(small_params.train,
+                                                                         methods=["finetune", "lmm_reg"]))
+    monkeypatch.setattr("lmmreg.data.manifest.manifest_digest", lambda _: "d")
+    here = study_point(params)
+    half = {**here, "alpha": "0.5"}
+
+    def cid(method: str, point: dict) -> str:
+        return run_identity(at_point(params, point), dataset="demo", method=method, data_digest="d")["config_id"]
 
     def snap(rows: list[tuple], missing: list[str]) -> rep.Snapshot:
-        runs = [{"dataset": "demo", "method": m, "seed": s, "role": role, "alpha": a, "config_id": c,
-                 "ablation_id": ab, "run_id": rid} for m, s, role, a, c, ab, rid in rows]
+        runs = [{"dataset": "demo", "method": m, "seed": s, "role": role, "point": json.dumps(pt, sort_keys=True),
+                 "alpha": pt["alpha"], "config_id": c, "ablation_id": "a", "run_id": rid}
+                for m, s, role, pt, c, rid in rows]
         return rep.Snapshot(runs, {r["run_id"]: [(1, 50.0)] for r in runs},
                             {r["run_id"]: {"ids": ["x"], "labels": [0], "preds": [0]} for r in runs}, missing)
 
-    store = snap([("lmm_reg", 0, "current", "0.01", "C", "A", "s0")],
+    C, F, C5 = cid("lmm_reg", here), cid("finetune", here), cid("lmm_reg", half)
+    assert C5 != C and cid("finetune", half) == F
+    store = snap([("lmm_reg", 0, "current", here, C, "s0")],
                  ["demo/lmm_reg/seed 1", "demo/finetune/seed 0", "demo/finetune/seed 1"])
-    kept = snap([("lmm_reg", 0, "current", "0.01", "C", "A", "k0"),     # the store has it: the store's run wins
-                 ("lmm_reg", 1, "current", "0.01", "C", "A", "k1"),     # taken
-                 ("finetune", 0, "current", "0.0", "OTHER", "AF", "k2"),  # another configuration: never
-                 ("lmm_reg", 0, "ablation", "0.5", "C5", "A", "k3"),    # this configuration's alpha ablation: taken
-                 ("lmm_reg", 1, "ablation", "0.5", "D5", "B", "k4"),    # another ablation family: never
-                 ("lmm_reg", 2, "current", "0.01", "C", "A", "k5")], [])  # a seed the params do not ask for
-    filled, n = rep.fill_from_snapshot(store, kept, small_params, prepared=Path("unused"))
-    assert n == 2 and sorted(r["run_id"] for r in filled.runs) == ["k1", "k3", "s0"]
+    kept = snap([("lmm_reg", 0, "current", here, C, "k0"),     # the store has it: the store's run wins
+                 ("lmm_reg", 1, "current", here, C, "k1"),     # taken
+                 ("finetune", 0, "current", here, "OTHER", "k2"),  # another configuration: never
+                 ("lmm_reg", 0, "study", half, C5, "k3"),      # this configuration's alpha = 0.5 point: taken
+                 ("finetune", 0, "study", half, F, "k6"),      # fine-tuning's run stands there too: taken
+                 ("lmm_reg", 1, "study", half, "D5", "k4"),    # not the configuration at that point: never
+                 ("lmm_reg", 2, "current", here, C, "k5")], [])  # a seed the params do not ask for
+    filled, n = rep.fill_from_snapshot(store, kept, params, prepared=Path("unused"))
+    assert n == 3 and sorted(r["run_id"] for r in filled.runs) == ["k1", "k3", "k6", "s0"]
     assert filled.missing == ["demo/finetune/seed 0", "demo/finetune/seed 1"]
-    assert {"k1", "k3"} <= set(filled.histories) and {"k1", "k3"} <= set(filled.predictions)
+    assert {"k1", "k3", "k6"} <= set(filled.histories) and {"k1", "k3", "k6"} <= set(filled.predictions)
 
 
 def test_a_snapshot_from_before_a_column_existed_still_reads(tmp_path):

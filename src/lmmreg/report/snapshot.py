@@ -109,24 +109,38 @@ def collect_snapshot(params: Params, *, prepared: Path) -> Snapshot:
 
 
 def fill_from_snapshot(snap: Snapshot, kept: Snapshot, params: Params, *, prepared: Path) -> tuple[Snapshot, int]:
-    """`snap` plus the runs of this configuration (and its alpha ablation) that only `kept` holds.
+    """`snap` plus the runs of this configuration (and of its regime study's points) that only `kept` holds.
 
     `kept` is the snapshot DVC restored (made where the store held the runs: a teammate's machine, before a
     `dvc pull`), so a store that lacks them never turns good cells into "missing". The store's runs win;
     a kept run of another configuration is never used. Returns the snapshot and how many runs came from `kept`."""
+    from lmmreg.data.manifest import manifest_digest
+    from lmmreg.identity import at_point, run_identity
+
     expected = _expected(params, prepared)
     current_ids = {ident["config_id"] for _, _, ident in expected}
-    ablation_alpha = {ident["ablation_id"]: ident["alpha"] for _, m, ident in expected if m == "lmm_reg"}
-    have = {(r["dataset"], r["method"], r["role"], r["alpha"], r["seed"]) for r in snap.runs}
+    digests = {ds: manifest_digest(prepared / ds) for ds in params.datasets}
+    ids_at: dict[tuple[str, str, str], str] = {}
+
+    def config_at(ds: str, method: str, point: str) -> str:
+        """The method's configuration at that study point under these params (what collect_snapshot picks by)."""
+        if (ds, method, point) not in ids_at:
+            ids_at[ds, method, point] = run_identity(at_point(params, json.loads(point)), dataset=ds, method=method,
+                                                     data_digest=digests[ds])["config_id"]
+        return ids_at[ds, method, point]
+
+    have = {(r["dataset"], r["method"], r["role"], r["point"], r["seed"]) for r in snap.runs}
     taken = []
     for r in kept.runs:
-        key = (r["dataset"], r["method"], r["role"], r["alpha"], r["seed"])
+        key = (r["dataset"], r["method"], r["role"], r["point"], r["seed"])
         if key in have or r["seed"] not in params.seeds or r["run_id"] not in kept.predictions:
+            continue
+        if r["dataset"] not in digests or r["method"] not in params.train.methods:
             continue
         if r["role"] == "current":
             wanted = r["config_id"] in current_ids
-        else:
-            wanted = r["ablation_id"] in ablation_alpha and ablation_alpha[r["ablation_id"]] != r["alpha"]
+        else:  # a study point of this configuration: the method's runs there, as the store would give them
+            wanted = bool(r["point"]) and r["config_id"] == config_at(r["dataset"], r["method"], r["point"])
         if wanted:
             taken.append(r)
             have.add(key)
