@@ -227,6 +227,7 @@ def _child(conn: socket.socket, req: dict, fds: list[int], others: list) -> None
         os.umask(req["umask"])
         os.environ.clear()
         os.environ.update(req["env"])
+        sys.dont_write_bytecode = bool(req["env"].get("PYTHONDONTWRITEBYTECODE"))
         unbuffered = bool(req["env"].get("PYTHONUNBUFFERED"))
         for stream, fd in ((sys.stdout, 1), (sys.stderr, 2)):
             stream.reconfigure(line_buffering=fd == 2 or os.isatty(fd), write_through=unbuffered)
@@ -243,6 +244,11 @@ def _child(conn: socket.socket, req: dict, fds: list[int], others: list) -> None
         os._exit(70)
     code = 0
     module, sys.argv = req["argv"][0], req["argv"][:]
+    try:  # `ps`/`top` show the stage, not the server's command line (which the fork inherited)
+        with open("/proc/self/comm", "w") as f:
+            f.write(module.rsplit(".", 1)[-1][:15])
+    except OSError:
+        pass
     try:
         runpy.run_module(module, run_name="__main__", alter_sys=True)
     except SystemExit as e:
