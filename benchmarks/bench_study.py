@@ -22,6 +22,7 @@ import argparse
 import datetime as dt
 import itertools
 import json
+import math
 import os
 import platform
 import re
@@ -90,43 +91,42 @@ def _run(cmd: list[str], env: dict) -> tuple[float, list[str], str]:
     return wall, re.findall(r"Running stage '([^']+)'", out), out
 
 
-queue_wall = [0.0]  # the queue's wall time (its points overlap, so their seconds do not add up)
+queue_wall = [0.0]  # queueing and running the points (they overlap, so their seconds do not add up)
+task_seconds: list[float] = []  # the queue's worker tasks (one per point), in order of completion
 
 
 def queued(points: list[dict], labels: list[str], command, env: dict, jobs: int) -> list[tuple[str, list[str], float]]:
-    """Queue every point, run the queue at `-j jobs`, and time each point from when `dvc queue status` first shows
-    it running to when it shows it done (polled every 5 s: each poll is a DVC process, about a second of CPU)."""
+    """Queue every point (one `dvc exp run --queue` each) and run the queue at `-j jobs`; each point's seconds are
+    its worker task's, from the workers' logs (received to succeeded). `dvc queue status` is polled every 10 s only
+    to see the end: each poll is a DVC process, about a second of CPU taken from the workers."""
     names = []
+    t0 = time.perf_counter()  # the queueing counts: `make study` waits for it too
     for p in points:
         cmd = command(p)
         out = subprocess.run([*cmd[:3], "--queue", *cmd[3:]], cwd=ROOT, env=env, capture_output=True, text=True,
                              check=True).stdout
         names.append(re.search(r"Queued experiment '([^']+)'", out).group(1))
-    started, ended = {}, {}
-    t0 = time.perf_counter()
+    print(f"queued {len(names)} points in {time.perf_counter() - t0:.0f} s", flush=True)
+    celery = ROOT / ".dvc/tmp/exps/celery"
+    seen = {log: len(log.read_text(errors="replace")) for log in celery.glob("*.out")}  # earlier queues' tasks
     subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], cwd=ROOT, env=env, check=True, capture_output=True)
     while True:
+        time.sleep(10)
         status = subprocess.run(["dvc", "queue", "status"], cwd=ROOT, env=env, capture_output=True, text=True).stdout
-        now = time.perf_counter() - t0
-        for line in status.splitlines():
-            for name in names:
-                if re.search(rf"\b{re.escape(name)}\b", line):
-                    if "Running" in line:
-                        started.setdefault(name, now)
-                    elif any(w in line for w in ("Success", "Failed")):
-                        started.setdefault(name, now)
-                        ended.setdefault(name, now)
-                        if "Failed" in line:
-                            print(f"{name} failed: dvc queue logs {name}", flush=True)
-        if len(ended) == len(names):
+        if status and "Queued" not in status and "Running" not in status:
             break
-        time.sleep(5.0)
     queue_wall[0] = time.perf_counter() - t0
-    print(f"queue of {len(names)} points at -j {jobs}: {queue_wall[0]:.0f} s", flush=True)
+    print(f"queueing and running {len(names)} points at -j {jobs}: {queue_wall[0]:.0f} s", flush=True)
+    tasks = []  # (finished at, seconds) of this queue's experiments, from the workers' logs
+    for log in celery.glob("*.out"):
+        text = log.read_text(errors="replace")[seen.get(log, 0):]
+        tasks += re.findall(r"\[([\d-]+ [\d:,]+): INFO/MainProcess\] Task \S*run_exp\[[^\]]*\] succeeded in ([\d.]+)s",
+                            text)
+    task_seconds[:] = [float(s) for _, s in sorted(tasks)]
     rows = []
-    for name, label in zip(names, labels, strict=True):
+    for name, label in zip(names, labels, strict=True):  # a worker task does not name its experiment: no seconds
         logs = subprocess.run(["dvc", "queue", "logs", name], cwd=ROOT, env=env, capture_output=True, text=True).stdout
-        rows.append((label, re.findall(r"Running stage '([^']+)'", logs), ended[name] - started[name]))
+        rows.append((label, re.findall(r"Running stage '([^']+)'", logs), math.nan))
     return rows
 
 
@@ -209,7 +209,8 @@ def main() -> None:
           "(other jobs shared the cores when it is above the core count).", "",
           f"**{'Measured (reduced grid)' if args.reduced else 'Measured (whole grid)'}: {len(points)} experiments "
           f"besides the baseline, {total / 60:.1f} min in all"
-          + (f" (the points queued and run by `dvc queue start -j {args.jobs}`: {queue_wall[0] / 60:.1f} min of it; "
+          + (f" (queueing the points and running them with `dvc queue start -j {args.jobs}`: "
+             f"{queue_wall[0] / 60:.1f} min of it; "
              "a point's seconds below overlap another's)" if args.jobs > 1 else "") + ".**", ""]
     if args.reduced:
         kinds_full: dict[str, int] = {}
@@ -226,8 +227,12 @@ def main() -> None:
                + ") at the measured mean per kind of point ("
                + ", ".join(f"{k} {m:.0f} s" for k, m in sorted(mean.items()))
                + f"), plus the baseline and the final report: ≈ {est / 60:.1f} min.**", ""]
+    if task_seconds:
+        md += [f"Worker tasks (one per point, in order of completion; a task does not name its point), seconds: "
+               f"{', '.join(f'{t:.0f}' for t in task_seconds)}.", ""]
     md += ["| step | stages DVC ran | seconds |", "|---|---|---|"]
-    md += [f"| {label} | {', '.join(stages) or '(restored from run-cache)'} | {w:.0f} |" for label, stages, w in rows]
+    md += [f"| {label} | {', '.join(stages) or '(restored from run-cache)'} | {'—' if w != w else f'{w:.0f}'} |"
+           for label, stages, w in rows]
     md.append("")
     header = "# Regime study benchmark\n\nWritten by `benchmarks/bench_study.py` (`make study`).\n\n"
     old = args.out.read_text() if args.out.is_file() else header
