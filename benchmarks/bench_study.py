@@ -5,15 +5,16 @@
     python benchmarks/bench_study.py --reduced          # two values per variable and block: a timing that is
                                                         # extrapolated (and labelled so) to the whole grid
     python benchmarks/bench_study.py --dry-run          # print the experiments, run nothing
+    python benchmarks/bench_study.py --jobs 2           # queue every point, run them two at a time (`make study`)
 
-Each point is a workspace experiment, `dvc exp run -S key=value ... train`, setting every study key of the grid
-(so no value leaks from the previous point), and DVC re-runs only what its params touch: shots, alpha, normalize,
-reg_reduction and head_init re-run `train`; a description-noise change re-runs describe, embed_text, centroids
-and train. Points are ordered by noise so the LMM is asked again once per noise value. At the end params.yaml is
-restored and `dvc repro` rebuilds the report (the unchanged stages come back from DVC's run-cache), whose regime
-study then covers every point. Torch runs single-threaded unless OMP_NUM_THREADS is set: on a shared 2-core
-machine two threads made the demo's train stage 11x slower (279 s against 25 s), and the tiny matrices gain
-nothing from a second thread.
+Each point is an experiment, `dvc exp run -S key=value ... summarize@<dataset>`, setting every study key of the
+grid (so no value leaks from the previous point), and DVC re-runs only what its params touch: alpha, normalize and
+reg_reduction re-train LMM-Reg., shots and head_init the methods that read them; a description-noise change re-runs
+describe, embed_text, centroids and the methods that read the LMM. Points are ordered by noise so the LMM is asked
+again once per noise value. At the end params.yaml is restored and `dvc repro` rebuilds the report (the unchanged
+stages come back from DVC's run-cache), whose regime study then covers every point. Torch runs single-threaded
+unless OMP_NUM_THREADS is set: on a shared 2-core machine two threads made the demo's train stage 11x slower (279 s
+against 25 s), and the tiny matrices gain nothing from a second thread.
 """
 
 from __future__ import annotations
