@@ -8,6 +8,7 @@ missing.json, so the report rebuilds byte-identical tables from the files alone 
 from __future__ import annotations
 
 import csv
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,16 +38,27 @@ class Snapshot:
 
 # ---------------------------------------------------------------- collect (the only part that needs MLflow)
 
-def _expected(params: Params, prepared: Path) -> list[tuple[str, str, dict]]:
+def _digests(params: Params, prepared: Path) -> dict[str, str]:
+    """Each dataset's manifest digest (part of every run identity), read once per report."""
     from lmmreg.data.manifest import manifest_digest
+
+    return {ds: manifest_digest(prepared / ds) for ds in params.datasets}
+
+
+def _expected(params: Params, digests: dict[str, str]) -> list[tuple[str, str, dict]]:
     from lmmreg.identity import run_identity
 
-    out = []
-    for ds in params.datasets:
-        digest = manifest_digest(prepared / ds)
-        for method in params.train.methods:
-            out.append((ds, method, run_identity(params, dataset=ds, method=method, data_digest=digest)))
-    return out
+    return [(ds, method, run_identity(params, dataset=ds, method=method, data_digest=digest))
+            for ds, digest in digests.items() for method in params.train.methods]
+
+
+def _config_at(params: Params, ds: str, method: str, point: str, digest: str) -> str:
+    """The method's config_id at a study point (its JSON, as runs.csv holds it) under these params: what its runs
+    there carry, whether trained at that point or reused unchanged from another."""
+    from lmmreg.identity import at_point, run_identity
+
+    return run_identity(at_point(params, json.loads(point)), dataset=ds, method=method,
+                        data_digest=digest)["config_id"]
 
 
 def _pick(runs: list[dict], seeds: list[int]) -> dict[int, dict]:
@@ -75,18 +87,17 @@ def _row(r: dict, role: str, point: str) -> dict:
 
 def collect_snapshot(params: Params, *, prepared: Path) -> Snapshot:
     from lmmreg import tracking
-    from lmmreg.data.manifest import manifest_digest
-    from lmmreg.identity import at_point, run_identity, study_id, study_point
+    from lmmreg.identity import at_point, study_id, study_point
 
     rows, missing = [], []
     current = json.dumps(study_point(params), sort_keys=True)
-    digests = {ds: manifest_digest(prepared / ds) for ds in params.datasets}
+    digests = _digests(params, prepared)
     study_runs = {ds: tracking.search_child_runs({"lmmreg.study_id": study_id(params, dataset=ds, data_digest=d)})
                   for ds, d in digests.items()}
     # Every point (alpha, shots, noise ...) some run of this configuration was trained at, as study_point spells it.
     points = {ds: sorted({json.dumps(study_point(at_point(params, json.loads(r["tags"].get("lmmreg.point", current)))),
                                      sort_keys=True) for r in runs} - {current}) for ds, runs in study_runs.items()}
-    for ds, method, ident in _expected(params, prepared):
+    for ds, method, ident in _expected(params, digests):
         chosen = _pick(tracking.search_child_runs({"lmmreg.config_id": ident["config_id"]}), params.seeds)
         missing += [f"{ds}/{method}/seed {s}" for s in params.seeds if s not in chosen]
         rows += [_row(chosen[s], "current", current) for s in sorted(chosen)]
@@ -98,9 +109,7 @@ def collect_snapshot(params: Params, *, prepared: Path) -> Snapshot:
             if r["tags"]["lmmreg.method"] == method:
                 by_config.setdefault(r["tags"]["lmmreg.config_id"], []).append(r)
         for point in points[ds]:
-            cid = run_identity(at_point(params, json.loads(point)), dataset=ds, method=method,
-                               data_digest=digests[ds])["config_id"]
-            picked = _pick(by_config.get(cid, []), params.seeds)
+            picked = _pick(by_config.get(_config_at(params, ds, method, point, digests[ds]), []), params.seeds)
             rows += [_row(picked[s], "study", point) for s in sorted(picked)]
     ids = list(dict.fromkeys(r["run_id"] for r in rows))  # a reused run stands at several points: fetched once
     histories = {i: tracking.metric_history(i, "test_acc") for i in ids}
@@ -114,20 +123,12 @@ def fill_from_snapshot(snap: Snapshot, kept: Snapshot, params: Params, *, prepar
     `kept` is the snapshot DVC restored (made where the store held the runs: a teammate's machine, before a
     `dvc pull`), so a store that lacks them never turns good cells into "missing". The store's runs win;
     a kept run of another configuration is never used. Returns the snapshot and how many runs came from `kept`."""
-    from lmmreg.data.manifest import manifest_digest
-    from lmmreg.identity import at_point, run_identity
+    digests = _digests(params, prepared)
+    current_ids = {ident["config_id"] for _, _, ident in _expected(params, digests)}
 
-    expected = _expected(params, prepared)
-    current_ids = {ident["config_id"] for _, _, ident in expected}
-    digests = {ds: manifest_digest(prepared / ds) for ds in params.datasets}
-    ids_at: dict[tuple[str, str, str], str] = {}
-
-    def config_at(ds: str, method: str, point: str) -> str:
-        """The method's configuration at that study point under these params (what collect_snapshot picks by)."""
-        if (ds, method, point) not in ids_at:
-            ids_at[ds, method, point] = run_identity(at_point(params, json.loads(point)), dataset=ds, method=method,
-                                                     data_digest=digests[ds])["config_id"]
-        return ids_at[ds, method, point]
+    @functools.cache
+    def config_at(ds: str, method: str, point: str) -> str:  # many kept runs share a (dataset, method, point)
+        return _config_at(params, ds, method, point, digests[ds])
 
     have = {(r["dataset"], r["method"], r["role"], r["point"], r["seed"]) for r in snap.runs}
     taken = []
