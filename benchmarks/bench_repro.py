@@ -62,17 +62,35 @@ def timed_stages(cmd: list[str], cwd: Path, env: dict) -> tuple[float, dict[str,
     return end - start, stages, out
 
 
-def last_success(celery: Path) -> float | None:
-    """When the queue's workers finished their last experiment: the latest "run_exp[...] succeeded" time in their
-    logs (celery's local-time stamps), as a Unix time; None if there is none."""
-    stamps = []
+# A queue worker's log line for an experiment it finished: when (celery's local time) and how long it took.
+TASK_DONE = re.compile(r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}): INFO/MainProcess\] "
+                       r"Task \S*run_exp\[[^\]]*\] succeeded in ([\d.]+)s")
+
+
+def log_sizes(celery: Path) -> dict[Path, int]:
+    """How much of each worker log exists now: `worker_tasks(celery, since=...)` then reads only what follows."""
+    return {log: len(log.read_text(errors="replace")) for log in celery.glob("*.out")}
+
+
+def worker_tasks(celery: Path, since: dict[Path, int] | None = None) -> list[tuple[float, float]]:
+    """(finished at, as a Unix time; seconds) of each experiment the queue's workers ran, in order of finishing,
+    from their logs in `celery` (`.dvc/tmp/exps/celery`); `since` skips what an earlier queue wrote."""
+    tasks = []
     for log in celery.glob("*.out"):
-        for line in log.read_text(errors="replace").splitlines():
-            m = re.match(r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}): INFO/MainProcess\] "
-                         r"Task \S*run_exp\[.*\] succeeded", line)
-            if m:
-                stamps.append(dt.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp())
-    return max(stamps, default=None)
+        for stamp, seconds in TASK_DONE.findall(log.read_text(errors="replace")[(since or {}).get(log, 0):]):
+            tasks.append((dt.datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp(), float(seconds)))
+    return sorted(tasks)
+
+
+def wait_for_queue(repo: Path, env: dict) -> str:
+    """Block until `dvc queue status` shows nothing queued or running; returns that status. Polled every 10 s:
+    each poll is a DVC process, about a second of CPU taken from the workers sharing the cores."""
+    while True:
+        time.sleep(10)
+        status = subprocess.run(["dvc", "queue", "status"], cwd=repo, env=env, capture_output=True,
+                                text=True).stdout
+        if status and "Queued" not in status and "Running" not in status:  # "" = the call failed: ask again
+            return status
 
 
 def training(stages: dict[str, float]) -> float:
@@ -126,17 +144,10 @@ def main() -> None:
                            capture_output=True)
         t, t_wall = time.perf_counter(), time.time()
         subprocess.run(["dvc", "queue", "start", "-j", "2"], cwd=repo, env=env, check=True, capture_output=True)
-        # Each `dvc queue status` is a DVC process (about a second of CPU): polled every 10 s, not to steal the
-        # workers' cores; the sweep ends when the workers' last experiment does (their logs' "succeeded" times),
-        # not when a poll notices it.
-        while True:
-            time.sleep(10)
-            status = subprocess.run(["dvc", "queue", "status"], cwd=repo, env=env, capture_output=True,
-                                    text=True).stdout
-            if "Queued" not in status and "Running" not in status:
-                break
-        done = last_success(repo / ".dvc/tmp/exps/celery")
-        sweep_s = done - t_wall if done else time.perf_counter() - t
+        status = wait_for_queue(repo, env)
+        # The sweep ends when the workers' last experiment does (their logs), not when a poll notices it.
+        tasks = worker_tasks(repo / ".dvc/tmp/exps/celery")
+        sweep_s = tasks[-1][0] - t_wall if tasks else time.perf_counter() - t
         ok = status.count("Success")
         print(f"4-point sweep at -j 2: {sweep_s:.0f} s ({ok}/4 succeeded) = {sweep_s / alpha_s:.2f}x one α experiment "
               f"(target <= 2.5x; one after another would be ~4x)", flush=True)

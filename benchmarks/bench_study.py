@@ -35,6 +35,8 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_repro import log_sizes, wait_for_queue, worker_tasks  # noqa: E402
 
 
 def _get(raw: dict, key: str):
@@ -100,9 +102,8 @@ task_seconds: list[float] = []  # the queue's worker tasks (one per point), in o
 
 
 def queued(points: list[dict], labels: list[str], command, env: dict, jobs: int) -> list[tuple[str, list[str], float]]:
-    """Queue every point (one `dvc exp run --queue` each) and run the queue at `-j jobs`; each point's seconds are
-    its worker task's, from the workers' logs (received to succeeded). `dvc queue status` is polled every 10 s only
-    to see the end: each poll is a DVC process, about a second of CPU taken from the workers."""
+    """Queue every point (one `dvc exp run --queue` each) and run the queue at `-j jobs`; the workers' tasks'
+    seconds come from their logs (bench_repro.worker_tasks), which do not name the points."""
     names = []
     t0 = time.perf_counter()  # the queueing counts: `make study` waits for it too
     for p in points:
@@ -112,21 +113,12 @@ def queued(points: list[dict], labels: list[str], command, env: dict, jobs: int)
         names.append(re.search(r"Queued experiment '([^']+)'", out).group(1))
     print(f"queued {len(names)} points in {time.perf_counter() - t0:.0f} s", flush=True)
     celery = ROOT / ".dvc/tmp/exps/celery"
-    seen = {log: len(log.read_text(errors="replace")) for log in celery.glob("*.out")}  # earlier queues' tasks
+    seen = log_sizes(celery)  # an earlier queue's tasks are not this study's
     subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], cwd=ROOT, env=env, check=True, capture_output=True)
-    while True:
-        time.sleep(10)
-        status = subprocess.run(["dvc", "queue", "status"], cwd=ROOT, env=env, capture_output=True, text=True).stdout
-        if status and "Queued" not in status and "Running" not in status:
-            break
+    wait_for_queue(ROOT, env)
     queue_wall[0] = time.perf_counter() - t0
     print(f"queueing and running {len(names)} points at -j {jobs}: {queue_wall[0]:.0f} s", flush=True)
-    tasks = []  # (finished at, seconds) of this queue's experiments, from the workers' logs
-    for log in celery.glob("*.out"):
-        text = log.read_text(errors="replace")[seen.get(log, 0):]
-        tasks += re.findall(r"\[([\d-]+ [\d:,]+): INFO/MainProcess\] Task \S*run_exp\[[^\]]*\] succeeded in ([\d.]+)s",
-                            text)
-    task_seconds[:] = [float(s) for _, s in sorted(tasks)]
+    task_seconds[:] = [seconds for _, seconds in worker_tasks(celery, since=seen)]
     rows = []
     for name, label in zip(names, labels, strict=True):  # a worker task does not name its experiment: no seconds
         logs = subprocess.run(["dvc", "queue", "logs", name], cwd=ROOT, env=env, capture_output=True, text=True).stdout
