@@ -183,10 +183,7 @@ def client(args: list[str]) -> None:
     for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(s, relay)
     while True:
-        try:
-            more = reader.feed()
-        except InterruptedError:
-            continue
+        more = reader.feed()  # a relayed signal interrupts it; Python retries the read (PEP 475)
         for msg in reader.messages():
             if "exit" in msg:
                 code, sig = msg["exit"], msg.get("killed_by")
@@ -213,8 +210,7 @@ def _child(conn: socket.socket, req: dict, fds: list[int], others: list) -> None
             s.close() if hasattr(s, "close") else os.close(s)
         conn.close()
         os.setpgid(0, 0)  # the client relays signals to this group (the stage and any helper processes it starts)
-        for s in (signal.SIGINT,):
-            signal.signal(s, signal.default_int_handler)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGCHLD, signal.SIGUSR1, signal.SIGUSR2):
             signal.signal(s, signal.SIG_DFL)
         signal.set_wakeup_fd(-1)
