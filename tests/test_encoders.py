@@ -161,6 +161,26 @@ def test_trimmed_padding_equals_77_token_padding_real_text_tower():
     _check_trimmed_equals_full_padding(model, tok)
 
 
+def test_repeated_texts_are_encoded_once_and_land_in_every_place(monkeypatch):
+    model, _, tok = build_clip(ClipConfig())
+    texts = [TEXTS[2], TEXTS[0], TEXTS[2], TEXTS[1], TEXTS[0], TEXTS[2]]
+    seen: list[list[str]] = []
+    real = tokenize_texts
+
+    def counting(tokenizer, batch, **kw):
+        seen.append(list(batch))
+        return real(tokenizer, batch, **kw)
+
+    monkeypatch.setattr("lmmreg.encoders.tokenize_texts", counting)
+    got = embed_texts(model, tok, texts, batch_size=2, progress=False)
+    assert seen == [[TEXTS[2], TEXTS[0], TEXTS[1]]]  # each distinct text tokenized once, first-seen order
+    once = embed_texts(model, tok, [TEXTS[2], TEXTS[0], TEXTS[1]], batch_size=2, progress=False)
+    assert torch.equal(got.emb, once.emb[torch.tensor([0, 1, 0, 2, 1, 0])])
+    assert got.n_tokens.tolist() == once.n_tokens[torch.tensor([0, 1, 0, 2, 1, 0])].tolist()
+    with torch.inference_mode():
+        torch.testing.assert_close(got.emb, model.encode_text(tok(texts)), rtol=1e-4, atol=1e-5)
+
+
 def test_trimming_refused_where_not_exact():
     model, _, tok = build_clip(ClipConfig())
     model.attn_mask = None  # a bidirectional text tower would see the padding

@@ -513,13 +513,23 @@ def encode_text_embeddings(model: nn.Module, x: torch.Tensor, eot: torch.Tensor)
 def embed_texts(model, tokenizer, texts: Sequence[str], *, batch_size: int = 256, device: str | torch.device = "cpu",
                 precision: str = "auto", trim: bool | None = None, progress: bool = True,
                 workers: int = 0) -> TextEmbeddings:
-    """CLIP text embeddings of `texts` in their order, batched by length (longest first).
+    """CLIP text embeddings of `texts` in their order, batched by length (longest first); a text that occurs
+    more than once is tokenized and encoded once.
 
     `trim=None` pads each batch only to its longest text wherever that is exact (:func:`can_trim_padding`);
     `precision="auto"` is bf16/fp16 autocast on CUDA and fp32 on CPU; `workers` tokenization processes.
     """
     from lmmreg.progress import progress as progress_bar
 
+    texts = list(texts)
+    first = dict.fromkeys(texts)  # each distinct text once (an LMM repeats itself: the demo's 72k are 8k distinct)
+    if len(first) < len(texts):
+        pos = {t: i for i, t in enumerate(first)}
+        enc = embed_texts(model, tokenizer, list(first), batch_size=batch_size, device=device, precision=precision,
+                          trim=trim, progress=progress, workers=workers)
+        inverse = torch.tensor([pos[t] for t in texts], dtype=torch.long)
+        return TextEmbeddings(enc.emb[inverse], enc.n_tokens[inverse], enc.truncated[inverse], enc.trimmed,
+                              enc.precision)
     tokens, lengths, truncated = tokenize_texts(tokenizer, texts, workers=workers)
     trim = can_trim_padding(model, tokenizer) if trim is None else trim
     if trim and not can_trim_padding(model, tokenizer):

@@ -22,6 +22,7 @@ import dataclasses
 import json
 import logging
 import multiprocessing as mp
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -310,11 +311,12 @@ HELPER_START_S = 8.0
 def _run_parallel(job: Job, trainer: Trainer, n_workers: int, handle: Callable[[str, int, int, Any], None]) -> int:
     """Seeds in this process and in helper processes; returns how many helpers it started.
 
-    The first seed runs here, timed. If it took longer than a helper takes to start (HELPER_START_S), up to
-    `n_workers - 1` helpers are spawned (a fork after torch's threads started can hang), each single-threaded or
-    `budget // n_workers` threads; this process and they claim the remaining seeds in order from a shared counter,
-    and this process relays the helpers' messages between its own epochs. Else the rest run here too. With 3
-    seeds on 2 workers the timed first seed costs nothing: two rounds either way."""
+    The first seed starts here. If it is still running after as long as a helper takes to start
+    (HELPER_START_S), up to `n_workers - 1` helpers are spawned beside it (spawned: a fork after torch's threads
+    started can hang), each single-threaded or `budget // n_workers` threads; this process and they claim the
+    remaining seeds in order from a shared counter, and this process relays the helpers' messages between its
+    own epochs. A method whose seeds are quicker than that runs them all here. With 3 seeds on 2 workers a long
+    method takes two rounds: the helper's start overlaps the first seed."""
     ctx = mp.get_context("spawn")
     n_threads = max(1, threads.budget() // n_workers)
     threads.configure(n_threads)
@@ -340,17 +342,26 @@ def _run_parallel(job: Job, trainer: Trainer, n_workers: int, handle: Callable[[
         handle(kind, s, _now_ms(), payload)
         drain(block=False)
 
+    def spawn() -> None:
+        """Runs on a timer thread while the first seed trains: helpers for the seeds nobody has claimed."""
+        left = len(seeds) - claim.value
+        for _ in range(min(n_workers - 1, left)):
+            h = ctx.Process(target=_helper, args=(job, n_threads, claim, msgs), daemon=True)
+            helpers.append(h)
+            h.start()
+
+    timer = threading.Timer(HELPER_START_S, spawn)
     try:
         while (seed := _claim(claim, seeds)) is not None:
+            if not done:
+                timer.start()  # the first seed: helpers only if it outlasts their start-up
             res = trainer.run_seed(seed, own)
+            if not done:
+                timer.cancel()
+                if timer.is_alive():
+                    timer.join()  # a spawn under way finishes before `helpers` is read
             handle("done", seed, _now_ms(), res)
             done.add(seed)
-            left = len(seeds) - claim.value  # seeds nobody has claimed yet
-            if len(done) == 1 and res["seconds"] >= HELPER_START_S and left > 1:  # after the first seed only
-                helpers = [ctx.Process(target=_helper, args=(job, n_threads, claim, msgs), daemon=True)
-                           for _ in range(min(n_workers - 1, left - 1))]
-                for h in helpers:
-                    h.start()
             drain(block=False)
         while len(done) < len(seeds):
             drain(block=True)
@@ -361,6 +372,9 @@ def _run_parallel(job: Job, trainer: Trainer, n_workers: int, handle: Callable[[
                     raise RuntimeError(f"{job.dataset} {job.method}: the helper processes ended without the "
                                        f"results of seeds {missing} (exit codes {[h.exitcode for h in helpers]})")
     finally:
+        timer.cancel()
+        if timer.is_alive():
+            timer.join()
         for h in helpers:
             if h.pid is None:  # never started (its start failed): nothing to stop, and the error above stands
                 continue
