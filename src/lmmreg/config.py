@@ -250,7 +250,7 @@ class PretrainConfig:
     scene_prob: float = 0.25
     hidden_prob: float = 0.1
     caption_noise: float = 0.05
-    steps: int = 900
+    steps: int = 300
     batch_size: int = 256
     lr: float = 3.0e-3
     warmup_steps: int = 50
