@@ -226,7 +226,8 @@ def main() -> None:
         by_kind.setdefault(kind(stages), []).append(w)
     md = [f"## Regime study benchmark, {started:%Y-%m-%dT%H:%M:%S}Z", "",
           f"`python benchmarks/bench_study.py{' --reduced' if args.reduced else ''}` (grid {args.grid.name}, "
-          f"OMP_NUM_THREADS={env['OMP_NUM_THREADS']}), from a clean checkout: nothing cached, empty MLflow store"
+          f"OMP_NUM_THREADS={env['OMP_NUM_THREADS']}), in this checkout after its `make repro`: the baseline, and any "
+          f"point DVC's run-cache already holds, is restored, not re-run"
           f"{' (PYTHONDONTWRITEBYTECODE dropped for the stages)' if no_bytecode else ''}.",
           "", f"Machine: {_machine()}. Load average (1 min) {load0:.1f} at the start, {load1:.1f} at the end "
           "(other jobs shared the cores when it is above the core count).", "",
