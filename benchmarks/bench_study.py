@@ -101,18 +101,17 @@ queue_wall = [0.0]  # queueing and running the points (they overlap, so their se
 task_seconds: list[float] = []  # the queue's worker tasks (one per point), in order of completion
 
 
-def queue_points(commands: list[list[str]], env: dict) -> list[str]:
+def queue_points(commands: list[list[str]]) -> list[str]:
     """`dvc exp run --queue ...` for every command, in one process: DVC's own CLI entry point called in turn,
     so its imports and start-up are paid once (about 2 s a point instead of 6-10 s as separate processes).
-    Returns the queued experiments' names."""
+    Queueing runs no stage and stores no environment (the workers take `dvc queue start`'s), so only the
+    working directory matters. Returns the queued experiments' names."""
     import contextlib
     import io
 
     from dvc.cli import main as dvc_main
 
     names = []
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
     cwd = Path.cwd()
     try:
         os.chdir(ROOT)
@@ -125,11 +124,6 @@ def queue_points(commands: list[list[str]], env: dict) -> list[str]:
             names.append(re.search(r"Queued experiment '([^']+)'", out.getvalue()).group(1))
     finally:
         os.chdir(cwd)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     return names
 
 
@@ -137,7 +131,7 @@ def queued(points: list[dict], labels: list[str], command, env: dict, jobs: int)
     """Queue every point (`dvc exp run --queue`, all from this process) and run the queue at `-j jobs`; the
     workers' tasks' seconds come from their logs (bench_repro.worker_tasks), which do not name the points."""
     t0 = time.perf_counter()  # the queueing counts: `make study` waits for it too
-    names = queue_points([command(p) for p in points], env)
+    names = queue_points([command(p) for p in points])
     print(f"queued {len(names)} points in {time.perf_counter() - t0:.0f} s", flush=True)
     celery = ROOT / ".dvc/tmp/exps/celery"
     seen = log_sizes(celery)  # an earlier queue's tasks are not this study's
