@@ -522,10 +522,11 @@ def embed_texts(model, tokenizer, texts: Sequence[str], *, batch_size: int = 256
     from lmmreg.progress import progress as progress_bar
 
     texts = list(texts)
-    first = dict.fromkeys(texts)  # each distinct text once (an LMM repeats itself: the demo's 72k are 8k distinct)
-    if len(first) < len(texts):
-        pos = {t: i for i, t in enumerate(first)}
-        enc = embed_texts(model, tokenizer, list(first), batch_size=batch_size, device=device, precision=precision,
+    pos: dict[str, int] = {}  # each distinct text once, first-seen order (the demo's 72k descriptions: 8k distinct)
+    for t in texts:
+        pos.setdefault(t, len(pos))
+    if len(pos) < len(texts):
+        enc = embed_texts(model, tokenizer, list(pos), batch_size=batch_size, device=device, precision=precision,
                           trim=trim, progress=progress, workers=workers)
         inverse = torch.tensor([pos[t] for t in texts], dtype=torch.long)
         return TextEmbeddings(enc.emb[inverse], enc.n_tokens[inverse], enc.truncated[inverse], enc.trimmed,

@@ -351,15 +351,19 @@ def _run_parallel(job: Job, trainer: Trainer, n_workers: int, handle: Callable[[
             h.start()
 
     timer = threading.Timer(HELPER_START_S, spawn)
+
+    def stop_timer() -> None:
+        timer.cancel()
+        if timer.is_alive():
+            timer.join()  # a spawn under way finishes before `helpers` is read
+
     try:
         while (seed := _claim(claim, seeds)) is not None:
             if not done:
                 timer.start()  # the first seed: helpers only if it outlasts their start-up
             res = trainer.run_seed(seed, own)
             if not done:
-                timer.cancel()
-                if timer.is_alive():
-                    timer.join()  # a spawn under way finishes before `helpers` is read
+                stop_timer()
             handle("done", seed, _now_ms(), res)
             done.add(seed)
             drain(block=False)
@@ -372,9 +376,7 @@ def _run_parallel(job: Job, trainer: Trainer, n_workers: int, handle: Callable[[
                     raise RuntimeError(f"{job.dataset} {job.method}: the helper processes ended without the "
                                        f"results of seeds {missing} (exit codes {[h.exitcode for h in helpers]})")
     finally:
-        timer.cancel()
-        if timer.is_alive():
-            timer.join()
+        stop_timer()
         for h in helpers:
             if h.pid is None:  # never started (its start failed): nothing to stop, and the error above stands
                 continue
