@@ -98,3 +98,56 @@ def test_silhouette_is_sklearns():
         y[0] = k  # alone in its class
         x = (rng.normal(size=(n, 16)) + y[:, None]).astype(np.float32)
         assert silhouette(x, y, chunk=chunk) == pytest.approx(silhouette_score(x, y), abs=1e-6)
+
+
+def _silhouette_out_of_place(emb, labels, chunk):
+    """The formula as first written (a new array per operation): the in-place version must give its bits."""
+    x = np.asarray(emb, dtype=np.float64)
+    classes, pos = np.unique(labels, return_inverse=True)
+    n, k = len(x), len(classes)
+    counts = np.bincount(pos, minlength=k)
+    onehot = np.zeros((n, k))
+    onehot[np.arange(n), pos] = 1.0
+    sq = np.einsum("ij,ij->i", x, x)
+    sums = np.empty((n, k))
+    for i in range(0, n, chunk):
+        rows = slice(i, min(i + chunk, n))
+        d2 = sq[rows, None] - 2.0 * (x[rows] @ x.T) + sq[None, :]
+        np.maximum(d2, 0.0, out=d2)
+        d = np.sqrt(d2, out=d2)
+        d[np.arange(d.shape[0]), np.arange(rows.start, rows.stop)] = 0.0
+        sums[rows] = d @ onehot
+    own = counts[pos]
+    a = sums[np.arange(n), pos] / np.maximum(own - 1, 1)
+    other = sums / counts[None, :]
+    other[np.arange(n), pos] = np.inf
+    b = other.min(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s = (b - a) / np.maximum(a, b)
+    s[own == 1] = 0.0
+    return float(np.mean(np.nan_to_num(s)))
+
+
+def test_silhouette_in_place_keeps_the_bits_and_computes_each_matrix_once(monkeypatch):
+    """The in-place chunks give exactly the out-of-place formula's float (same seeds' metrics as before), and a
+    matrix seen before (every seed of a frozen-feature method) is not computed again; other labels are."""
+    from lmmreg import stats
+
+    rng = np.random.default_rng(1)
+    for trial in range(12):
+        n, d, k = int(rng.integers(5, 600)), int(rng.integers(1, 40)), int(rng.integers(2, 9))
+        x = (rng.normal(size=(n, d)) * rng.uniform(0.1, 20)).astype(np.float32)
+        y = rng.integers(0, k, n)
+        y[:2] = [0, 1]
+        for chunk in (1024, 64):
+            assert stats.silhouette(x, y, chunk=chunk) == _silhouette_out_of_place(x, y, chunk), (trial, chunk)
+
+    calls = []
+    real = stats._silhouette
+    monkeypatch.setattr(stats, "_silhouette", lambda *a: calls.append(1) or real(*a))
+    x = rng.normal(size=(200, 8)).astype(np.float32)
+    y = rng.integers(0, 3, 200)
+    first = stats.silhouette(x, y)
+    assert stats.silhouette(x.copy(), y.copy()) == first and len(calls) == 1  # same content: remembered
+    other = stats.silhouette(x, rng.integers(0, 3, 200))
+    assert len(calls) == 2 and other != first  # other labels: computed

@@ -4,6 +4,7 @@ detectable effect, per-class deltas, compactness."""
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 
 import numpy as np
@@ -11,9 +12,27 @@ import numpy as np
 
 def silhouette(emb: np.ndarray, labels: np.ndarray, chunk: int = 1024) -> float:
     """sklearn's `silhouette_score` (Euclidean), computed as per-class sums of distances (a matmul with the
-    one-hot labels) over row chunks: the same float64 formula, about 3x faster on 6,400 test images, whose
-    distance matrix it never holds whole."""
-    x = np.asarray(emb, dtype=np.float64)
+    one-hot labels) over row chunks: the same float64 formula, about 4x faster on 6,400 test images, whose
+    distance matrix it never holds whole. Each chunk is computed in one reused buffer, in place, in the order
+    `sq_i - 2 x_i.x_j + sq_j` (a - b is a + (-b) in IEEE arithmetic: the bits of the out-of-place form).
+
+    A method whose test embeddings are the frozen features gives every seed the same matrix: the last few
+    results are remembered by the content of (emb, labels), so each distinct matrix is computed once a process."""
+    x = np.ascontiguousarray(emb, dtype=np.float64)
+    y = np.ascontiguousarray(labels)
+    key = (x.shape, y.dtype.str, chunk, hashlib.blake2b(x.tobytes(), digest_size=16).hexdigest(),
+           hashlib.blake2b(y.tobytes(), digest_size=16).hexdigest())
+    if key not in _SILHOUETTES:
+        if len(_SILHOUETTES) >= 8:
+            _SILHOUETTES.pop(next(iter(_SILHOUETTES)))
+        _SILHOUETTES[key] = _silhouette(x, y, chunk)
+    return _SILHOUETTES[key]
+
+
+_SILHOUETTES: dict[tuple, float] = {}
+
+
+def _silhouette(x: np.ndarray, labels: np.ndarray, chunk: int) -> float:
     classes, pos = np.unique(labels, return_inverse=True)
     n, k = len(x), len(classes)
     counts = np.bincount(pos, minlength=k)
@@ -21,13 +40,18 @@ def silhouette(emb: np.ndarray, labels: np.ndarray, chunk: int = 1024) -> float:
     onehot[np.arange(n), pos] = 1.0
     sq = np.einsum("ij,ij->i", x, x)
     sums = np.empty((n, k))
+    buf = np.empty((min(chunk, n), n))
     for i in range(0, n, chunk):
-        rows = slice(i, min(i + chunk, n))
-        d2 = sq[rows, None] - 2.0 * (x[rows] @ x.T) + sq[None, :]
-        np.maximum(d2, 0.0, out=d2)
-        d = np.sqrt(d2, out=d2)
-        d[np.arange(d.shape[0]), np.arange(rows.start, rows.stop)] = 0.0  # a point's distance to itself
-        sums[rows] = d @ onehot
+        stop = min(i + chunk, n)
+        d = buf[:stop - i]
+        np.matmul(x[i:stop], x.T, out=d)
+        d *= -2.0
+        d += sq[i:stop, None]
+        d += sq[None, :]  # squared distances
+        np.maximum(d, 0.0, out=d)
+        np.sqrt(d, out=d)
+        d[np.arange(stop - i), np.arange(i, stop)] = 0.0  # a point's distance to itself
+        np.matmul(d, onehot, out=sums[i:stop])
     own = counts[pos]
     a = sums[np.arange(n), pos] / np.maximum(own - 1, 1)
     other = sums / counts[None, :]
