@@ -1,7 +1,8 @@
 """Stage `summarize@<dataset>`: the dataset's results across the methods of `train.methods`, after their train
 stages (fresh or restored by DVC). One MLflow parent run per invocation carries the mean test accuracy of every
 method (`test_acc.<method>`), adopts the runs this invocation trained and tags the ones it reused unchanged
-(`lmmreg.reused_runs`); the best servable method is logged as a registered model (`lmmreg-<dataset>@champion`).
+(`lmmreg.reused_runs`); the best servable method is logged as a registered model (`lmmreg-<dataset>@champion`)
+when it is at least as good as the champion so far.
 
     python -m lmmreg.stages.summarize --dataset demo --manifest data/prepared/demo --features data/features/demo.pt \
         --text data/text/demo --centroids data/centroids/demo.pt --methods models/demo/methods \
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -63,10 +65,22 @@ def write_curves(results: dict[str, dict], path: Path, *, methods: list[str]) ->
             f.write(",".join([str(e), *(f"{sum(by_method[m][e]) / len(by_method[m][e]):.4f}" for m in methods)]) + "\n")
 
 
+REGISTER_ENV = "LMMREG_REGISTER"
+
+
+def register_every() -> bool:
+    """`LMMREG_REGISTER=every`: register the best servable method of every invocation, not only a new champion."""
+    value = os.environ.get(REGISTER_ENV, "champion")
+    if value not in ("champion", "every"):
+        raise ValueError(f"{REGISTER_ENV}={value!r}: expected 'champion' (the default) or 'every'")
+    return value == "every"
+
+
 def log_champion(logger: tracking.RunLogger, params: Params, results: dict[str, dict], *, dataset: str,
                  paths: TrainPaths, methods_dir: Path) -> dict | None:
-    """Log the best servable method's best seed as an MLflow model `lmmreg-<dataset>` (alias `champion` when its
-    mean test accuracy is the best registered so far)."""
+    """Log the best servable method's best seed as a version of the MLflow model `lmmreg-<dataset>` with the alias
+    `champion`, when its mean test accuracy is at least the champion's so far (or there is none). A worse one is
+    not logged (`LMMREG_REGISTER=every` logs it as a plain version); one already registered is reused."""
     import numpy as np
 
     from lmmreg import classifier
@@ -78,11 +92,20 @@ def log_champion(logger: tracking.RunLogger, params: Params, results: dict[str, 
         return None
     method = max(servable, key=lambda m: servable[m]["test_acc_mean"])
     seed_key, best = max(servable[method]["runs"].items(), key=lambda kv: kv[1]["test_acc"])
-    known = tracking.registered_version(f"lmmreg-{dataset}", run_id=best["run_id"])
+    name, score = f"lmmreg-{dataset}", servable[method]["test_acc_mean"]
+    known = tracking.registered_version(name, run_id=best["run_id"])
     if known is not None:  # an earlier invocation trained this run and registered it: nothing new to serve
         log.info("%s: champion %s seed %s is run %s, already registered as %s", dataset, method, seed_key[1:],
                  best["run_id"], known["registered"])
         return {**known, "method": method, "seed": int(seed_key[1:]), "seconds": 0.0, "reused": True}
+    current = tracking.champion(name)
+    if current is not None and score < current["score"] and not register_every():
+        # The registry holds the models worth serving, not one per ablation point (ViT-L/14's is over a GB).
+        reason = (f"{method}'s mean test accuracy {score:.2f} is below the champion's {current['score']:.2f} "
+                  f"(version {current['version']})")
+        log.info("%s: no model logged: %s (%s=every logs one anyway)", dataset, reason, REGISTER_ENV)
+        return {"registered": None, "version": None, "champion": False, "method": method,
+                "seed": int(seed_key[1:]), "run_id": best["run_id"], "seconds": 0.0, "not_logged": reason}
     state_file = methods_dir / method / best["state"] if best.get("state") else None
     state = torch.load(state_file) if state_file is not None and state_file.is_file() else None
     inputs, _, _ = load_inputs(params, features=paths.features, text=paths.text, centroids=paths.centroids)
@@ -98,7 +121,7 @@ def log_champion(logger: tracking.RunLogger, params: Params, results: dict[str, 
         example = [np.full((16, 16, 3), 128, dtype=np.uint8).tolist()]  # one grey image as [H, W, 3] uint8
         logged = logger.log_model(python_model=classifier.PyfuncClassifier(), artifacts={"classifier": str(folder)},
                                   input_example=example, pip_requirements=tracking.model_requirements(),
-                                  registered_name=f"lmmreg-{dataset}", score=meta["test_acc_mean"],
+                                  registered_name=name, score=score,
                                   tags={f"lmmreg.{k}": str(v) for k, v in meta.items()})
     seconds = round(time.perf_counter() - start, 2)
     log.info("%s: %s seed %s logged as %s in %.1f s", dataset, method, meta["seed"], logged["registered"], seconds)
@@ -107,6 +130,8 @@ def log_champion(logger: tracking.RunLogger, params: Params, results: dict[str, 
 
 def main(params: Params, *, dataset: str, paths: TrainPaths, methods_dir: Path, runs: Path, metrics: Path,
          plots: Path, log_model: bool = True) -> dict[str, dict]:
+    if log_model:
+        register_every()  # a bad LMMREG_REGISTER fails here, before the parent run opens
     results = load_results(methods_dir, list(params.train.methods))
     digest = manifest_digest(paths.manifest)
     shared = run_params(params, dataset)
@@ -125,6 +150,8 @@ def main(params: Params, *, dataset: str, paths: TrainPaths, methods_dir: Path, 
         logger.log_summary({**means, **{f"test_acc_std.{m}": s["test_acc_std"] for m, s in summary.items()}})
         champion = log_champion(logger, params, results, dataset=dataset, paths=paths,
                                 methods_dir=methods_dir) if log_model else None
+        if champion is not None:
+            logger.tag({f"{tracking.TAG}model": champion["registered"] or f"not logged: {champion['not_logged']}"})
     log.info("%s: parent run %s: %d new run(s), %d reused unchanged", dataset, logger.parent_id, len(adopted),
              len(reused))
     # DVC metrics hold numbers only, so `dvc exp show` opens on the accuracies; run ids go to runs.json.

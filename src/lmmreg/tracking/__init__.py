@@ -27,7 +27,7 @@ from lmmreg.tracking.names import changed_params, child_run_name, committed_para
 from lmmreg.tracking.owners import Interrupted, end_stale_runs, process_identity
 from lmmreg.tracking.pretrain import log_pretrain_run
 from lmmreg.tracking.read import load_json_artifact, metric_history, search_child_runs
-from lmmreg.tracking.runs import LiveRuns, RunLogger, registered_version
+from lmmreg.tracking.runs import LiveRuns, RunLogger, champion, registered_version
 from lmmreg.tracking.store import (
     EXPERIMENT,
     PRETRAIN_EXPERIMENT,
@@ -47,7 +47,7 @@ __all__ = [
     "EXPERIMENT", "PRETRAIN_EXPERIMENT", "STAMP", "SUMMARY_METRIC", "TAG", "UI_ADDRESS", "URI_FILE", "VIEW_KEY",
     "Interrupted", "LiveRuns", "RunLogger", "changed_params", "child_run_name", "committed_params", "context_tags",
     "end_stale_runs", "flatten_params", "init_store", "load_json_artifact", "log_pretrain_run", "main",
-    "metric_history", "model_requirements", "parent_run_name", "process_identity", "project_root",
+    "metric_history", "model_requirements", "parent_run_name", "process_identity", "project_root", "champion",
     "quiet_model_logging", "registered_version", "search_child_runs", "set_view_state", "tracking_uri", "ui_link",
     "view_state", "write_stamp",
 ]

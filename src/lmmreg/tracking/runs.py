@@ -85,6 +85,11 @@ class RunLogger(_DatasetRuns):
     def parent_id(self) -> str:
         return self.parent.info.run_id
 
+    def tag(self, tags: dict[str, str]) -> None:
+        """Tags of the parent run."""
+        for k, v in tags.items():
+            self.client.set_tag(self.parent_id, k, v)
+
     def log_summary(self, metrics: dict[str, float]) -> None:
         """Metrics of the parent run (the mean test accuracy per method), shown beside the experiment's params."""
         _log_metrics(self.client, self.parent_id, [], metrics, step="epoch")
@@ -152,6 +157,18 @@ class RunLogger(_DatasetRuns):
                 self.client.set_tag(run_id, f"{TAG}failed_reason", reason)
             self.client.set_terminated(run_id, status)
         self._open.clear()
+
+
+def champion(name: str) -> dict[str, Any] | None:
+    """Registered model `name`'s `champion` alias: its version and score (tag `lmmreg.score`), or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        v = _client().get_model_version_by_alias(name, "champion")
+    except MlflowException:  # no such model, or no champion yet
+        return None
+    return {"version": str(v.version), "score": float(v.tags.get(f"{TAG}score", "-inf")),
+            "registered": f"models:/{name}@champion"}
 
 
 def registered_version(name: str, *, run_id: str) -> dict[str, Any] | None:
