@@ -210,7 +210,7 @@ def test_a_reused_run_stands_at_every_point_its_method_ignores(params, monkeypat
 
     monkeypatch.setattr(tracking, "search_child_runs", search)
     monkeypatch.setattr(tracking, "metric_history", lambda rid, key: [(1, 50.0)])
-    monkeypatch.setattr(tracking, "load_json_artifact", lambda rid, name: {"ids": [], "labels": [], "preds": []})
+    monkeypatch.setattr(tracking, "load_json_artifact", lambda rid, name, **kw: {"ids": [], "labels": [], "preds": []})
     snap = collect_snapshot(params, prepared=Path("unused"))
     at = {}
     for r in snap.runs:

@@ -77,6 +77,10 @@ def test_child_run_round_trip(mlflow_root, monkeypatch):
     assert r["tags"]["dvc.exp_name"] == "exp-test" and r["tags"]["mlflow.parentRunId"] == logger.parent_id
     assert tracking.metric_history(run_id, "test_acc") == [(e, 50.0 + e) for e in range(1, 6)]
     assert tracking.load_json_artifact(run_id, "predictions.json")["preds"] == [1]
+    # By the run's artifact URI (the report's way): the file read in place, the same JSON.
+    assert r["artifact_uri"].startswith("file://")
+    assert tracking.load_json_artifact(run_id, "predictions.json", artifact_uri=r["artifact_uri"]) == \
+        {"ids": ["a"], "labels": [1], "preds": [1]}
     # The store and the artifacts live at the project root, where `mlflow ui` run from the root finds them.
     assert (mlflow_root / "mlflow.db").is_file()
     assert list(Path(mlflow_root / "mlartifacts").rglob("head.pt"))

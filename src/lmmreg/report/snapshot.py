@@ -92,13 +92,20 @@ def collect_snapshot(params: Params, *, prepared: Path) -> Snapshot:
     rows, missing = [], []
     current = json.dumps(study_point(params), sort_keys=True)
     digests = _digests(params, prepared)
-    study_runs = {ds: tracking.search_child_runs({"lmmreg.study_id": study_id(params, dataset=ds, data_digest=d)})
+    uris: dict[str, str | None] = {}  # run id -> its artifact URI, from the searches
+
+    def search(tags: dict[str, str]) -> list[dict]:
+        found = tracking.search_child_runs(tags)
+        uris.update((r["run_id"], r.get("artifact_uri")) for r in found)
+        return found
+
+    study_runs = {ds: search({"lmmreg.study_id": study_id(params, dataset=ds, data_digest=d)})
                   for ds, d in digests.items()}
     # Every point (alpha, shots, noise ...) some run of this configuration was trained at, as study_point spells it.
     points = {ds: sorted({json.dumps(study_point(at_point(params, json.loads(r["tags"].get("lmmreg.point", current)))),
                                      sort_keys=True) for r in runs} - {current}) for ds, runs in study_runs.items()}
     for ds, method, ident in _expected(params, digests):
-        chosen = _pick(tracking.search_child_runs({"lmmreg.config_id": ident["config_id"]}), params.seeds)
+        chosen = _pick(search({"lmmreg.config_id": ident["config_id"]}), params.seeds)
         missing += [f"{ds}/{method}/seed {s}" for s in params.seeds if s not in chosen]
         rows += [_row(chosen[s], "current", current) for s in sorted(chosen)]
         # The regime study: at every other point, the method's runs of its configuration there (newest per seed).
@@ -113,7 +120,7 @@ def collect_snapshot(params: Params, *, prepared: Path) -> Snapshot:
             rows += [_row(picked[s], "study", point) for s in sorted(picked)]
     ids = list(dict.fromkeys(r["run_id"] for r in rows))  # a reused run stands at several points: fetched once
     histories = {i: tracking.metric_history(i, "test_acc") for i in ids}
-    predictions = {i: tracking.load_json_artifact(i, "predictions.json") for i in ids}
+    predictions = {i: tracking.load_json_artifact(i, "predictions.json", artifact_uri=uris.get(i)) for i in ids}
     return Snapshot(rows, histories, predictions, missing)
 
 
