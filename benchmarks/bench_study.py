@@ -71,6 +71,52 @@ def expand(grid_file: Path, params: dict, *, reduced: bool) -> tuple[list[dict],
     return points, keys
 
 
+def _configs(point: dict, params: dict) -> set[tuple[str, str, str]]:
+    """(dataset, method, config_id) of every run a point needs: lmmreg.identity's configuration of the run, the
+    params DVC's train stage of that method also reads. A configuration that ran before comes from the run-cache."""
+    import copy
+
+    from lmmreg.config import parse_params
+    from lmmreg.identity import run_identity
+
+    raw = copy.deepcopy(params)
+    for key, value in point.items():
+        *parents, leaf = key.split(".")
+        node = raw
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    here = parse_params(raw)
+    return {(d, m, run_identity(here, dataset=d, method=m, data_digest="")["config_id"])
+            for d in here.datasets for m in here.train.methods}
+
+
+def schedule(points: list[dict], params: dict) -> list[tuple[dict, int]]:
+    """The queue's order, and the runs each point trains afresh if every point before it has finished.
+
+    Greedy: next comes the point with the most runs no earlier point (or the baseline) provides, the one more
+    later points reuse first on a tie. So the points that every method trains for (the shots) go first, the
+    4-shot point ahead of them all (eleven others build on it), and the points that re-train LMM-Reg. alone go
+    last: the costliest first, so two workers finish together, and a point starts after what it reuses ran. A
+    description-noise change counts two more (describe and embed_text re-run; describe is never run-cached)."""
+    seen = _configs({}, params)
+    todo = [(p, _configs(p, params)) for p in points]
+    order = []
+    def cost(p: dict, cfg: set, seen: set) -> int:
+        return len(cfg - seen) + 2 * any(k.startswith("describe.") and v != _get(params, k) for k, v in p.items())
+
+    def key(item, seen):
+        p, cfg = item
+        return cost(p, cfg, seen), sum(bool((cfg - seen) & other) for q, other in todo if q is not p)
+
+    while todo:
+        best = max(todo, key=lambda item: key(item, seen))  # the first of equals: the grid's order
+        todo.remove(best)
+        order.append((best[0], cost(*best, seen)))
+        seen |= best[1]
+    return order
+
+
 def train_targets(params: dict) -> list[str]:
     """What a point runs, as dvc.yaml names it: `summarize@<dataset>` (every method's train stage, and the
     experiment's MLflow parent run), else the train stages DVC lists. One target, so DVC walks the pipeline once:
@@ -136,7 +182,7 @@ def queued(points: list[dict], labels: list[str], command, env: dict, jobs: int)
     celery = ROOT / ".dvc/tmp/exps/celery"
     seen = log_sizes(celery)  # an earlier queue's tasks are not this study's
     subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], cwd=ROOT, env=env, check=True, capture_output=True)
-    wait_for_queue(ROOT, env)
+    wait_for_queue(ROOT, env, expected=len(names), since=seen)
     queue_wall[0] = time.perf_counter() - t0
     print(f"queueing and running {len(names)} points at -j {jobs}: {queue_wall[0]:.0f} s", flush=True)
     task_seconds[:] = [seconds for _, seconds in worker_tasks(celery, since=seen)]
@@ -195,6 +241,8 @@ def main() -> None:
     wall, stages, _ = _run(["dvc", "repro"], env)
     rows.append(("baseline: dvc repro", stages, wall))
     print(f"baseline {wall:.0f} s: {', '.join(stages) or 'nothing changed'}", flush=True)
+    if args.jobs > 1:  # costliest first, and after the points they reuse (schedule)
+        points = [p for p, _ in schedule(points, params)]
     labels = [", ".join(f"{k}={_yaml_value(v)}" for k, v in p.items() if v != _get(params, k)) for p in points]
     if args.jobs > 1:
         rows += queued(points, labels, command, env, args.jobs)
