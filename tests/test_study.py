@@ -159,6 +159,33 @@ def test_the_default_study_grid_covers_the_regime_study():
     assert noise == sorted(noise, key=[base["describe.options.noise"], *dict.fromkeys(noise)].index)
 
 
+def test_the_queue_runs_the_costliest_points_first_and_after_what_they_reuse():
+    """bench_study.schedule: every point once; costs never rise along the queue; the points that re-train every
+    method (the shots) come first, one giving the 4-shot runs ahead of them, so the 4-shot variations that reuse
+    those runs come later; and a point that re-trains LMM-Reg. alone counts one run."""
+    import importlib.util
+
+    from tests.conftest import REPO, load_raw_params
+
+    spec = importlib.util.spec_from_file_location("bench_study", REPO / "benchmarks/bench_study.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    raw = load_raw_params()
+    points, _ = bench.expand(REPO / "configs/study.yaml", raw, reduced=False)
+    order = bench.schedule(points, raw)
+    assert sorted(json.dumps(p, sort_keys=True) for p, _ in order) == sorted(json.dumps(p, sort_keys=True)
+                                                                          for p in points)
+    costs = [c for _, c in order]
+    assert costs == sorted(costs, reverse=True)
+    n_methods = len(raw["train"]["methods"]) - 1  # zero-shot reads no shots
+    first = [p for p, c in order if c >= n_methods]
+    assert {p["train.shots"] for p in first} == {1, 2, 4, 8, 16} and first[0]["train.shots"] == 4
+    by_label = {json.dumps({k: v for k, v in p.items() if v != bench._get(raw, k)}, sort_keys=True): c
+                for p, c in order}
+    assert by_label[json.dumps({"alpha": 0.1})] == 1 and by_label[json.dumps({"alpha": 0.1, "train.shots": 4},
+                                                                                sort_keys=True)] == 1
+
+
 # ------------------------------------------------ a method's runs at every point where its configuration is theirs
 
 def test_at_point_inverts_study_point(params):
