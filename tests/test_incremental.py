@@ -103,3 +103,20 @@ def test_each_change_re_trains_only_what_it_touches(committed):
     out = run([DVC, "exp", "run", "-S", "describe.options.noise=0.5"], repo, env)
     assert {"describe@demo", "embed_text@demo", "centroids@demo"} <= ran(out)
     assert _trained(out) == {"zero_shot_lmm", "concat", "lmm_reg"}
+
+
+def test_a_code_change_re_trains_what_runs_that_code(committed):
+    """The train stages depend on their plan alone; the plan holds the digest of their code (lmmreg.plan): a
+    change to the report's code re-trains nothing, a change to the training engine re-trains every method."""
+    repo, env = committed
+    try:
+        report = repo / "src/lmmreg/report/tables.py"
+        report.write_text(report.read_text() + "\n# a report-only change\n")
+        out = run([DVC, "exp", "run"], repo, env)
+        assert _trained(out) == set() and "report" in ran(out) and "plan@demo" not in ran(out)
+        engine = repo / "src/lmmreg/engine.py"
+        engine.write_text(engine.read_text() + "\n# a training change\n")
+        out = run([DVC, "exp", "run"], repo, env)
+        assert "plan@demo" in ran(out) and _trained(out) == set(METHODS)
+    finally:
+        run(["git", "checkout", "--", "src"], repo, env)
