@@ -12,8 +12,9 @@ grid (so no value leaks from the previous point), and DVC re-runs only what its 
 reg_reduction re-train LMM-Reg., shots and head_init the methods that read them; a description-noise change re-runs
 describe, embed_text, centroids and the methods that read the LMM. One after another (the default), points are
 ordered by noise so the LMM is asked again once per noise value; queued (`--jobs N`), by `schedule`: the points
-that train the most runs no earlier point provides first, so the workers finish together. At the end params.yaml is restored and `dvc repro` rebuilds the report (the unchanged
-stages come back from DVC's run-cache), whose regime study then covers every point. Torch runs single-threaded
+that train the most runs no earlier point provides first, so the workers finish together. At the end params.yaml
+is restored and `dvc repro` rebuilds the report (the unchanged stages come back from DVC's run-cache), whose regime
+study then covers every point. Torch runs single-threaded
 unless OMP_NUM_THREADS is set: on a shared 2-core machine two threads made the demo's train stage 11x slower (279 s
 against 25 s), and the tiny matrices gain nothing from a second thread.
 """
