@@ -83,11 +83,8 @@ def _configs(point: dict, params: dict) -> set[tuple[str, str, str]]:
 
     raw = copy.deepcopy(params)
     for key, value in point.items():
-        *parents, leaf = key.split(".")
-        node = raw
-        for part in parents:
-            node = node[part]
-        node[leaf] = value
+        parent, _, leaf = key.rpartition(".")
+        (_get(raw, parent) if parent else raw)[leaf] = value
     here = parse_params(raw)
     return {(d, m, run_identity(here, dataset=d, method=m, data_digest="")["config_id"])
             for d in here.datasets for m in here.train.methods}

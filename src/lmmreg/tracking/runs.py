@@ -123,7 +123,6 @@ class RunLogger(_DatasetRuns):
         packages up); the signature comes from `python_model.predict`'s type hints and the input example.
         """
         import mlflow
-        from mlflow.exceptions import MlflowException
 
         with mlflow.start_run(run_id=self.parent_id), quiet_model_logging():  # resumes the open parent
             info = mlflow.pyfunc.log_model(name="classifier", python_model=python_model, artifacts=artifacts,
@@ -133,16 +132,12 @@ class RunLogger(_DatasetRuns):
         version = str(info.registered_model_version)
         for k, v in {**tags, f"{TAG}score": repr(float(score))}.items():
             self.client.set_model_version_tag(registered_name, version, k, v)
-        try:
-            current = self.client.get_model_version_by_alias(registered_name, "champion")
-            best = float(current.tags.get(f"{TAG}score", "-inf"))
-        except MlflowException:  # no champion yet
-            best = float("-inf")
-        champion = float(score) >= best
-        if champion:
+        current = champion(registered_name)
+        is_champion = current is None or float(score) >= current["score"]
+        if is_champion:
             self.client.set_registered_model_alias(registered_name, "champion", version)
-        uri = f"models:/{registered_name}@champion" if champion else f"models:/{registered_name}/{version}"
-        return {"model_uri": info.model_uri, "registered": uri, "version": version, "champion": champion}
+        uri = f"models:/{registered_name}@champion" if is_champion else f"models:/{registered_name}/{version}"
+        return {"model_uri": info.model_uri, "registered": uri, "version": version, "champion": is_champion}
 
     def close(self, status: str = "FINISHED", *, reason: str | None = None) -> None:
         """End the open runs (once: later calls do nothing) and give the signals back."""
