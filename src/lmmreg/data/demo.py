@@ -13,17 +13,21 @@ Layout: `<root>/<split>/<class>/<split>_<nnnnn>.png` (the imagefolder layout).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from lmmreg.config import DemoConfig
+from lmmreg.progress import progress
 
 log = logging.getLogger(__name__)
+CHUNK = 200  # images per painting task
 
 SHAPES = ("circle", "square", "triangle", "star", "ring", "cross")
 COLORS = {
@@ -162,11 +166,9 @@ def _centres(layout: str, count: int, size: int, r: float, rng: np.random.Genera
     return [(float(x), float(x)) for x in t]  # diagonal, top-left to bottom-right
 
 
-def _texture(img: Image.Image, texture: str, size: int) -> None:
-    """A faint pattern over the background: stripes, dots or a checkerboard (`plain` draws nothing)."""
-    if texture == "plain":
-        return
-    arr = np.asarray(img, dtype=np.float64)
+@functools.cache
+def _texture_mask(texture: str, size: int) -> np.ndarray:
+    """[size, size] bool: where a texture's pattern lies."""
     yy, xx = np.mgrid[0:size, 0:size]
     step = max(4, size // 8)
     if texture == "striped":
@@ -175,44 +177,79 @@ def _texture(img: Image.Image, texture: str, size: int) -> None:
         mask = ((yy % step - step / 2) ** 2 + (xx % step - step / 2) ** 2) < (step / 4) ** 2
     else:  # checkered
         mask = ((yy // step) + (xx // step)) % 2 == 0
-    shade = 28.0 if arr.mean() < 128 else -28.0
-    arr[mask] += shade
+    mask.setflags(write=False)
+    return mask
+
+
+def _texture(img: Image.Image, texture: str, size: int) -> None:
+    """A faint pattern over the background: stripes, dots or a checkerboard (`plain` draws nothing): 28 levels
+    lighter on a dark background (mean below 128), darker on a light one, clipped to 0..255. In integers: the
+    pixels are whole numbers, so this is exactly the float arithmetic it replaces."""
+    if texture == "plain":
+        return
+    arr = np.asarray(img).astype(np.int16)
+    shade = 28 if int(arr.sum()) < 128 * arr.size else -28
+    arr[_texture_mask(texture, size)] += shade
     img.paste(Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)))
 
 
-def _extra(draw: ImageDraw.ImageDraw, extra: str, size: int, rng: np.random.Generator) -> None:
-    """The secondary object: a moon in a top corner, a flag on a pole, a fence along the bottom."""
+def _extra_draws(extra: str, size: int, rng: np.random.Generator) -> tuple[float, ...]:
+    """Where the secondary object goes (its random numbers, drawn in `_extra`'s order)."""
     s = size / 64
     if extra == "moon":
         x = rng.uniform(6, 14) * s if rng.random() < 0.5 else size - rng.uniform(6, 14) * s
-        y = rng.uniform(6, 12) * s
+        return x, rng.uniform(6, 12) * s
+    if extra == "flag":
+        return (rng.uniform(8, size - 16 * s),)
+    if extra == "fence":
+        return (size - rng.uniform(6, 10) * s,)
+    return ()
+
+
+def _extra(draw: ImageDraw.ImageDraw, extra: str, size: int, at: tuple[float, ...]) -> None:
+    """The secondary object: a moon in a top corner, a flag on a pole, a fence along the bottom."""
+    s = size / 64
+    if extra == "moon":
+        x, y = at
         draw.ellipse((x - 5 * s, y - 5 * s, x + 5 * s, y + 5 * s), fill=(245, 240, 200))
     elif extra == "flag":
-        x = rng.uniform(8, size - 16 * s)
+        (x,) = at
         draw.rectangle((x, 6 * s, x + 1.5 * s, 26 * s), fill=(90, 70, 50))
         draw.polygon([(x + 1.5 * s, 6 * s), (x + 12 * s, 10 * s), (x + 1.5 * s, 14 * s)], fill=(230, 30, 120))
     elif extra == "fence":
-        y = size - rng.uniform(6, 10) * s
+        (y,) = at
         draw.rectangle((0, y, size, y + 1.5 * s), fill=(120, 90, 60))
         for x in np.arange(2 * s, size, 7 * s):
             draw.rectangle((x, y - 5 * s, x + 1.5 * s, y + 5 * s), fill=(120, 90, 60))
 
 
-def render_scene(scene: dict, size: int, rng: np.random.Generator) -> Image.Image:
-    """Draw one scene: gradient background with its texture, the secondary object, `count` shapes in their
-    layout, a little blur and noise. Scenes without the seldom-named cues draw as plain scattered shapes."""
+def scene_draws(scene: dict, size: int, rng: np.random.Generator) -> dict:
+    """Every random number drawing `scene` takes, in the order `render_scene` has always drawn them: background
+    noise, the secondary object's place, the object centres, each object's radius and colour jitter, pixel noise.
+    `paint(scene, size, scene_draws(scene, size, rng))` is `render_scene(scene, size, rng)`; drawing them apart
+    lets the demo dataset keep one sequential random stream and paint its images in parallel."""
+    r = size * (0.18 if scene["size"] == "large" else 0.11)
+    draws = {"bg_noise": rng.normal(0, 6, (size, 1, 3)), "extra": _extra_draws(scene.get("extra", "none"), size, rng)}
+    centres = _centres(scene.get("layout", "scattered"), scene["count"], size, r, rng)
+    draws["objects"] = [(cx, cy, r * rng.uniform(0.8, 1.2), rng.normal(0, 18, 3)) for cx, cy in centres]
+    draws["noise"] = rng.normal(0, 8, (size, size, 3))
+    return draws
+
+
+def paint(scene: dict, size: int, draws: dict) -> Image.Image:
+    """Draw one scene from its random numbers (`scene_draws`): gradient background with its texture, the
+    secondary object, `count` shapes in their layout, a little blur and noise. Scenes without the seldom-named
+    cues draw as plain scattered shapes."""
     lo, hi = (np.array(c, dtype=np.float64) for c in BACKGROUNDS[scene["background"]])
     t = np.linspace(0, 1, size)[:, None, None]
-    bg = lo + (hi - lo) * t + rng.normal(0, 6, (size, 1, 3))  # [H, 1, 3]
+    bg = lo + (hi - lo) * t + draws["bg_noise"]  # [H, 1, 3]
     img = Image.fromarray(np.clip(np.broadcast_to(bg, (size, size, 3)), 0, 255).astype(np.uint8))
     _texture(img, scene.get("texture", "plain"), size)
     draw = ImageDraw.Draw(img)
-    _extra(draw, scene.get("extra", "none"), size, rng)
+    _extra(draw, scene.get("extra", "none"), size, draws["extra"])
     base = np.array(COLORS[scene["color"]], dtype=np.float64)
-    r = size * (0.18 if scene["size"] == "large" else 0.11)
-    for cx, cy in _centres(scene.get("layout", "scattered"), scene["count"], size, r, rng):
-        rr = r * rng.uniform(0.8, 1.2)
-        fill = tuple(int(v) for v in np.clip(base + rng.normal(0, 18, 3), 0, 255))
+    for cx, cy, rr, jitter in draws["objects"]:
+        fill = tuple(int(v) for v in np.clip(base + jitter, 0, 255))
         box = (cx - rr, cy - rr, cx + rr, cy + rr)
         if scene["shape"] == "circle":
             draw.ellipse(box, fill=fill)
@@ -227,27 +264,69 @@ def render_scene(scene: dict, size: int, rng: np.random.Generator) -> Image.Imag
         else:
             draw.polygon(_polygon(scene["shape"], cx, cy, rr), fill=fill)
     img = img.filter(ImageFilter.GaussianBlur(radius=0.6))
-    arr = np.asarray(img, dtype=np.float64) + rng.normal(0, 8, (size, size, 3))
-    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+    arr = draws["noise"] + np.asarray(img)  # float64 + uint8 -> float64, as blurred image + noise always was
+    return Image.fromarray(np.clip(arr, 0, 255, out=arr).astype(np.uint8))
 
 
-def generate_demo(cfg: DemoConfig, out_dir: str | Path) -> dict:
-    """Write the demo dataset under `out_dir`; returns a summary. Same config, same bytes."""
+def render_scene(scene: dict, size: int, rng: np.random.Generator) -> Image.Image:
+    """Draw one scene with random numbers from `rng` (see `paint`)."""
+    return paint(scene, size, scene_draws(scene, size, rng))
+
+
+def _paint_files(out: Path, size: int, items: list[tuple[str, dict, dict]]) -> None:
+    for rel, scene, draws in items:
+        paint(scene, size, draws).save(out / rel, optimize=False)
+
+
+def generate_demo(cfg: DemoConfig, out_dir: str | Path, *, workers: int = 1) -> dict:
+    """Write the demo dataset under `out_dir`; returns a summary. Same config, same bytes, with any `workers`.
+
+    One random stream draws every scene and its random numbers in order (cheap); `workers` processes paint and
+    save the images from those numbers, CHUNK at a time."""
     out = Path(out_dir)
     protos = dataset_prototypes(cfg.n_classes, cfg.seed, cfg.shift)
     scenes: dict[str, dict] = {}
     rng = np.random.default_rng(cfg.seed + 1)
     counter = 0
-    for split, per_class in (("train", cfg.train_per_class), ("test", cfg.test_per_class)):
-        for proto in protos:
-            class_dir = out / split / proto["name"]
-            class_dir.mkdir(parents=True, exist_ok=True)
-            for _ in range(per_class):
-                scene = sample_scene(proto, rng, keep_main=cfg.keep_main, keep_hidden=cfg.keep_hidden)
-                rel = f"{split}/{proto['name']}/{split}_{counter:05d}.png"
-                render_scene(scene, cfg.image_size, rng).save(out / rel, optimize=False)
-                scenes[rel] = scene
-                counter += 1
+    total = len(protos) * (cfg.train_per_class + cfg.test_per_class)
+    pool = ProcessPoolExecutor(workers) if workers > 1 else None
+    pending: list[Future] = []
+    chunk: list[tuple[str, dict, dict]] = []
+    bar = progress(total=total, desc="render demo", unit="img")
+
+    def flush() -> None:
+        if pool is None:
+            _paint_files(out, cfg.image_size, chunk)
+            bar.update(len(chunk))
+        else:
+            pending.append(pool.submit(_paint_files, out, cfg.image_size, list(chunk)))
+            while len(pending) > 2 * workers:  # a bounded backlog: each chunk holds its noise arrays
+                pending.pop(0).result()
+                bar.update(CHUNK)
+        chunk.clear()
+
+    try:
+        for split, per_class in (("train", cfg.train_per_class), ("test", cfg.test_per_class)):
+            for proto in protos:
+                class_dir = out / split / proto["name"]
+                class_dir.mkdir(parents=True, exist_ok=True)
+                for _ in range(per_class):
+                    scene = sample_scene(proto, rng, keep_main=cfg.keep_main, keep_hidden=cfg.keep_hidden)
+                    rel = f"{split}/{proto['name']}/{split}_{counter:05d}.png"
+                    chunk.append((rel, scene, scene_draws(scene, cfg.image_size, rng)))
+                    scenes[rel] = scene
+                    counter += 1
+                    if len(chunk) == CHUNK:
+                        flush()
+        if chunk:
+            flush()
+        for f in pending:
+            f.result()
+        bar.update(total - bar.n)
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     (out / "scenes.json").write_text(json.dumps(scenes, indent=0, sort_keys=True) + "\n")
     (out / "classes.json").write_text(json.dumps(protos, indent=1) + "\n")
     log.info("demo dataset: %d images, %d classes -> %s", counter, len(protos), out)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from lmmreg import threads
 from lmmreg.cli import run_stage, stage_parser
 from lmmreg.config import DemoConfig, Params
 from lmmreg.data.demo import generate_demo
@@ -29,7 +30,7 @@ def main(cfg: DemoConfig, *, out: Path, render: bool = True) -> dict:
         out.mkdir(parents=True)
         (out / "README.txt").write_text("Not rendered: `demo` is not in `datasets` and pretrain.enabled is false.\n")
         return {}
-    return generate_demo(cfg, out)
+    return generate_demo(cfg, out, workers=threads.budget())  # painting processes: the bytes do not depend on it
 
 
 def cli() -> None:
