@@ -375,6 +375,41 @@ def test_coop_trains_only_the_context(clip):
     assert all(torch.equal(v, inp.clip_model.state_dict()[k]) for k, v in before.items())
 
 
+def test_coop_evaluation_computes_the_class_text_once_and_follows_the_context(clip):
+    from lmmreg.engine import evaluate
+    from lmmreg.methods.coop import build_coop
+
+    inp = _inputs(clip)
+    model = build_coop(inp, _ctx(FAST))
+    x = inp.tail(inp.test_feat).detach()
+    calls = []
+    model.prompts.register_forward_hook(lambda *_: calls.append(1))
+    with torch.no_grad():  # the reference: the text tower on every call
+        fresh = model.scale * F.normalize(x, dim=-1) @ F.normalize(model.prompts(), dim=-1).T
+    calls.clear()
+    ev = evaluate(model, x, inp.test_y, batch_size=8)  # 4 batches, one run of the text tower
+    assert len(calls) == 1
+    with torch.inference_mode():
+        cached = model(x)[1]
+    assert len(calls) == 1 and torch.equal(cached, fresh)  # the same bits as the tower gives
+    assert ev.preds.tolist() == fresh.argmax(-1).tolist()
+    opt = torch.optim.SGD([model.prompts.ctx], lr=1.0)
+    model.train()
+    loss = F.cross_entropy(model(x)[1], inp.test_y)
+    loss.backward()
+    opt.step()  # an in-place update of the context: the cache must not answer for the old one
+    model.eval()
+    calls.clear()
+    with torch.inference_mode():
+        after = model(x)[1]
+    assert len(calls) == 1 and not torch.equal(after, cached)
+    with torch.no_grad():
+        model.prompts.ctx.add_(0.5)  # changed in eval mode, without train()/eval(): its version tells
+    with torch.inference_mode():
+        again = model(x)[1]
+    assert len(calls) == 2 and not torch.equal(again, after)
+
+
 def test_linear_probe_lbfgs_is_sklearns_probe_with_the_c_found_on_validation(clip):
     from sklearn.linear_model import LogisticRegression
 

@@ -3,6 +3,7 @@ run in one process or side by side in several."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -65,6 +66,22 @@ def test_configure_holds_torch_and_child_processes(monkeypatch):
         torch.set_num_threads(before)
 
 
+def test_workers_share_the_cores_and_all_seeds_run_at_once_where_that_is_sooner(monkeypatch):
+    params = parse_params(small_raw_params(seeds=[0, 1, 2]))
+    cases = {  # (cores, seeds) -> processes
+        (1, 3): 1,  # a queued sweep's share: one process, seeds one after another
+        (2, 1): 1, (2, 2): 2, (2, 3): 3, (2, 4): 2, (2, 5): 2,  # 3 seeds on 2 cores: 1.5 seed-times, not 2 rounds
+        (4, 3): 3, (4, 6): 6, (4, 7): 7, (4, 8): 4, (4, 9): 4,  # rounds that fill the cores stay rounds
+    }
+    for (cores, n_seeds), expected in cases.items():
+        monkeypatch.setenv("LMMREG_THREADS", str(cores))
+        p = dataclasses.replace(params, seeds=list(range(n_seeds)))
+        assert train.workers_for(p, "lmm_reg", "cpu") == expected, (cores, n_seeds)
+    monkeypatch.setenv("LMMREG_THREADS", "2")
+    assert train.workers_for(params, "lmm_reg", "cuda") == 1  # one GPU process
+    assert train.workers_for(params, "zero_shot", "cpu") == 1  # training-free: milliseconds per seed
+
+
 @pytest.mark.slow
 def test_seeds_give_the_same_numbers_in_one_process_or_several(mlflow_root, monkeypatch):
     root = mlflow_root
@@ -73,22 +90,26 @@ def test_seeds_give_the_same_numbers_in_one_process_or_several(mlflow_root, monk
     paths = prepare_inputs(params, root)
     results = {}
     monkeypatch.setattr(train, "HELPER_START_S", 0.0)  # a helper even for this small problem's fast seeds
-    for n in ("1", "2"):  # one process, then this process and a helper
+    # one process; this process and a helper per spare core (and a third process if the first seed outlasts the
+    # helper's start); three processes, helpers forked from the fork server
+    for n in ("1", "2", "3"):
         monkeypatch.setenv("LMMREG_THREADS", n)
         plan.main(params, dataset="demo", paths=paths, out=root / f"plan{n}")
         out = root / f"out{n}"
         res = train.main(params, dataset="demo", method="lmm_reg", plan=root / f"plan{n}/lmm_reg.json", paths=paths,
                          out=out)
-        assert res["workers"] == int(n)
+        assert res["workers"] in {"1": (1,), "2": (2, 3), "3": (3,)}[n]
         results[n] = (res, {s: torch.load(out / f"s{s}.pt") for s in params.seeds})
-    (one, heads1), (two, heads2) = results["1"], results["2"]
-    for key in ("s0", "s1", "s2"):
-        assert one["runs"][key]["history"] == two["runs"][key]["history"]
-        assert one["runs"][key]["test_acc"] == two["runs"][key]["test_acc"]
-    for s in params.seeds:
-        assert heads1[s].keys() == heads2[s].keys()
-        assert all(torch.equal(heads1[s][k], heads2[s][k]) for k in heads1[s])
-    assert json.loads((root / "out2/result.json").read_text())["workers"] == 2
+    one, heads1 = results["1"]
+    for n in ("2", "3"):
+        other, heads = results[n]
+        for key in ("s0", "s1", "s2"):
+            assert one["runs"][key]["history"] == other["runs"][key]["history"]
+            assert one["runs"][key]["test_acc"] == other["runs"][key]["test_acc"]
+        for s in params.seeds:
+            assert heads1[s].keys() == heads[s].keys()
+            assert all(torch.equal(heads1[s][k], heads[s][k]) for k in heads1[s])
+    assert json.loads((root / "out3/result.json").read_text())["workers"] == 3
 
     # A seed faster than a helper's start-up: the stage keeps all seeds in its own process, same numbers again.
     monkeypatch.setattr(train, "HELPER_START_S", 1e9)

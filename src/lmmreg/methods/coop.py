@@ -62,13 +62,31 @@ class PromptLearner(nn.Module):
 
 
 class CoOpClassifier(nn.Module):
+    """Logits of image features against the learnt prompts. In training the text tower runs on every call (its
+    gradient trains the context); in eval mode without autograd the class text features are computed once and
+    reused by every batch of an evaluation (the same tensor the tower would give each time), until the context
+    changes or the module is switched with `train()` / `eval()`."""
+
     def __init__(self, prompts: PromptLearner, scale: float):
         super().__init__()
         self.prompts, self.scale = prompts, scale
+        self._text: tuple[int, torch.Tensor] | None = None  # (the context's version, its class text features)
+
+    def train(self, mode: bool = True):
+        self._text = None
+        return super().train(mode)
+
+    def text_features(self) -> torch.Tensor:
+        """[C, D] normalised class text features; the text tower runs here."""
+        if self.training or torch.is_grad_enabled():
+            return F.normalize(self.prompts(), dim=-1)
+        version = self.prompts.ctx._version  # bumped by every in-place update of the context (the optimiser's)
+        if self._text is None or self._text[0] != version:
+            self._text = (version, F.normalize(self.prompts(), dim=-1))
+        return self._text[1]
 
     def forward(self, f):
-        text = F.normalize(self.prompts(), dim=-1)  # [C, D], the text tower runs here
-        return f, self.scale * F.normalize(f, dim=-1) @ text.T
+        return f, self.scale * F.normalize(f, dim=-1) @ self.text_features().T
 
 
 def build_coop(inp: MethodInputs, ctx: RunContext) -> CoOpClassifier:

@@ -4,9 +4,10 @@ DVC runs one such stage per (dataset, method), each depending on its own plan fi
 `dvc exp run -S alpha=0.1` re-trains LMM-Reg. alone, `-S baselines.coop.lr=...` CoOp alone, and DVC's
 run-cache restores a method's earlier outputs when its plan comes back. Each (method, seed) is one live MLflow
 run (opened when its training starts, epochs streamed, ended FINISHED/FAILED/KILLED); stage `summarize` gives
-them their dataset's parent run. Seeds run side by side in `threads.budget()` processes of one thread each, so
-a queued sweep's experiments share the cores instead of fighting for them; a seed's numbers are the same in
-any process. Under `train.shots: K` each seed trains on its own K-shot subset (lmmreg.shots).
+them their dataset's parent run. Seeds run side by side in single-threaded processes, one per core of
+`threads.budget()` (all seeds at once where that finishes sooner: `workers_for`), so a queued sweep's
+experiments share the cores instead of fighting for them; a seed's numbers are the same in any process.
+Under `train.shots: K` each seed trains on its own K-shot subset (lmmreg.shots).
 
     python -m lmmreg.stages.train --dataset demo --method lmm_reg --plan data/plan/demo/lmm_reg.json \
         --manifest data/prepared/demo --features data/features/demo.pt --text data/text/demo \
@@ -132,9 +133,10 @@ class Trainer:
     def __init__(self, job: Job):
         self.job = job
         p = job.params
-        need_clip = bool(get_method(job.method).needs & {"clip_model", "tokenizer"})
+        self.need_clip = bool(get_method(job.method).needs & {"clip_model", "tokenizer"})
         self.inputs, self.test_ids, self.train_ids = load_inputs(p, features=job.paths.features, text=job.paths.text,
-                                                                 centroids=job.paths.centroids, need_clip=need_clip)
+                                                                 centroids=job.paths.centroids,
+                                                                 need_clip=self.need_clip)
         _, self.classes = load_manifest(job.paths.manifest)
         # budget: steps gives every K the optimiser steps of the full-data run (lmmreg.engine.budget_schedule).
         self.cfg = p.train if p.train.budget == "epochs" else \
@@ -215,11 +217,17 @@ def _claim(counter, seeds: list[int]) -> int | None:
 
 
 def workers_for(params: Params, method: str, device: str) -> int:
-    """Processes to run the seeds in: the cores this stage may use, at most one per seed; one on a GPU and for
-    the training-free methods (their seeds take milliseconds)."""
+    """Processes to run the seeds in, one thread each; one on a GPU and for the training-free methods (their seeds
+    take milliseconds).
+
+    With B cores and S seeds: min(S, B) processes, except where B < S < 2B: then all S at once, so the cores
+    time-slice S single-threaded processes and finish together after S/B seed-times, where B processes take two
+    rounds and leave cores idle in the second (3 seeds on 2 cores: 1.5 seed-times instead of 2). A seed's numbers
+    are the same in any process (tests/test_threads.py)."""
     if device != "cpu" or not get_method(method).trains:
         return 1
-    return max(1, min(threads.budget(), len(params.seeds)))
+    cores, seeds = threads.budget(), len(params.seeds)
+    return seeds if cores < seeds < 2 * cores else max(1, min(cores, seeds))
 
 
 def main(params: Params, *, dataset: str, method: str, plan: Path, paths: TrainPaths, out: Path,
@@ -308,18 +316,39 @@ def warn_unconverged(dataset: str, method: str, results: dict[int, dict]) -> Non
 HELPER_START_S = 8.0
 
 
+def _helper_context(need_clip: bool):
+    """Where helpers come from: multiprocessing's fork server (started with the first helper), else spawn.
+
+    The server imports what this module imports (not this module itself: a helper runs it as __mp_main__, and
+    runpy warns when it is imported already), scikit-learn (every trained seed's convergence check) and, for a
+    method that runs CLIP's text tower, open_clip (5 s of a core on its own: not for the methods that never
+    build CLIP)."""
+    if "forkserver" not in mp.get_all_start_methods():  # not on Windows
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["lmmreg.methods", "lmmreg.tracking", "lmmreg.convergence", "lmmreg.encoders",
+                                "lmmreg.plan", "lmmreg.shots", "lmmreg.identity", "sklearn.linear_model",
+                                *(["open_clip"] if need_clip else [])])
+    return ctx
+
+
 def _run_parallel(job: Job, trainer: Trainer, n_workers: int, handle: Callable[[str, int, int, Any], None]) -> int:
     """Seeds in this process and in helper processes; returns how many helpers it started.
 
     The first seed starts here. If it is still running after as long as a helper takes to start
-    (HELPER_START_S), up to `n_workers - 1` helpers are spawned beside it (spawned: a fork after torch's threads
-    started can hang), each single-threaded or `budget // n_workers` threads; this process and they claim the
-    remaining seeds in order from a shared counter, and this process relays the helpers' messages between its
-    own epochs. A method whose seeds are quicker than that runs them all here. With 3 seeds on 2 workers a long
-    method takes two rounds: the helper's start overlaps the first seed."""
-    ctx = mp.get_context("spawn")
-    n_threads = max(1, threads.budget() // n_workers)
-    threads.configure(n_threads)
+    (HELPER_START_S), up to `n_workers - 1` helpers are started beside it, each single-threaded or
+    `budget // n_workers` threads; this process and they claim the remaining seeds in order from a shared
+    counter, and this process relays the helpers' messages between its own epochs. A method whose seeds are
+    quicker than that runs them all here.
+
+    Helpers are forked from multiprocessing's fork server, which imports this module (torch, open_clip, MLflow)
+    once, when the first helper starts, and never runs torch: the second helper costs a fork, where a spawned one
+    imports everything again (8-10 s of a core), and a fork of this process after torch's threads started can
+    hang."""
+    ctx = _helper_context(trainer.need_clip)
+    cores = threads.budget()
+    n_threads = max(1, cores // n_workers)
+    threads.configure(n_threads)  # from here on, budget() says n_threads
     claim, msgs = ctx.Value("i", 0), ctx.Queue()
     seeds = job.params.seeds
     done: set[int] = set()
@@ -343,19 +372,20 @@ def _run_parallel(job: Job, trainer: Trainer, n_workers: int, handle: Callable[[
         drain(block=False)
 
     def spawn() -> None:
-        """Runs on a timer thread while the first seed trains: helpers for the seeds nobody has claimed."""
+        """Runs on a timer thread while the first seed trains: helpers for the seeds nobody has claimed, one per
+        spare core; more (up to `n_workers - 1`) only if the first seed still runs once those have started, where
+        sharing the cores among all seeds beats a second round (quicker seeds would not repay their start)."""
         left = len(seeds) - claim.value
-        for _ in range(min(n_workers - 1, left)):
+        per_core = min(n_workers, cores) - 1
+        for i in range(min(n_workers - 1, left)):
+            if i >= per_core and first_done.is_set():
+                break
             h = ctx.Process(target=_helper, args=(job, n_threads, claim, msgs), daemon=True)
             helpers.append(h)
-            h.start()
+            h.start()  # the first one waits for the fork server's imports
 
     timer = threading.Timer(HELPER_START_S, spawn)
-
-    def stop_timer() -> None:
-        timer.cancel()
-        if timer.is_alive():
-            timer.join()  # a spawn under way finishes before `helpers` is read
+    first_done = threading.Event()
 
     try:
         while (seed := _claim(claim, seeds)) is not None:
@@ -363,20 +393,24 @@ def _run_parallel(job: Job, trainer: Trainer, n_workers: int, handle: Callable[[
                 timer.start()  # the first seed: helpers only if it outlasts their start-up
             res = trainer.run_seed(seed, own)
             if not done:
-                stop_timer()
+                first_done.set()  # from here, no more helpers than spare cores (spawn reads it)
+                timer.cancel()  # no helpers if none has started; a start under way goes on beside this process
             handle("done", seed, _now_ms(), res)
             done.add(seed)
             drain(block=False)
         while len(done) < len(seeds):
             drain(block=True)
-            if len(done) < len(seeds) and not any(h.is_alive() for h in helpers):
+            # a helper may still be starting (the fork server's imports): only a spawn that is over can fail us
+            if len(done) < len(seeds) and not timer.is_alive() and not any(h.is_alive() for h in helpers):
                 drain(block=False)
                 if len(done) < len(seeds):
                     missing = sorted(set(seeds) - done)
                     raise RuntimeError(f"{job.dataset} {job.method}: the helper processes ended without the "
                                        f"results of seeds {missing} (exit codes {[h.exitcode for h in helpers]})")
     finally:
-        stop_timer()
+        timer.cancel()
+        if timer.is_alive():  # a start under way (only where every seed ended before the fork server was ready):
+            timer.join()  # its helper is stopped below, not left to start once the shared counter is gone
         for h in helpers:
             if h.pid is None:  # never started (its start failed): nothing to stop, and the error above stands
                 continue
