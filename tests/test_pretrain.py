@@ -37,6 +37,21 @@ def test_corpus_items_are_deterministic_and_streams_disjoint():
     assert torch.equal(one.images, two.images) and one.captions == two.captions  # workers change nothing
 
 
+def test_background_render_gives_the_same_corpus_and_its_tokens(monkeypatch):
+    from lmmreg import pretrain
+
+    monkeypatch.setattr(pretrain.RenderJob, "CHUNK", 9)  # several chunks, captions repeated across them
+    cfg = PretrainConfig(n_images=64, captions_per_image=2)
+    _, _, tokenizer = build_clip(ClipConfig(model=TINY, pretrained=""))
+    ref = render_corpus(cfg, stream=TRAIN, n=40, demo_seed=0, image_size=32, workers=0)
+    job = pretrain.RenderJob(cfg, stream=TRAIN, n=40, demo_seed=0, image_size=32, workers=2, background=True)
+    got = job.result(tokenizer)
+    assert torch.equal(got.images, ref.images) and got.captions == ref.captions and got.scenes == ref.scenes
+    flat = [c for caps in ref.captions for c in caps]
+    assert len(set(flat)) < len(flat)  # duplicates: tokenized once, placed at every position
+    assert ref.tokens is None and torch.equal(got.tokens, tokenizer(flat))
+
+
 def test_corpus_covers_the_vocabulary_and_names_scenes_where_they_fit():
     protos = world_prototypes(0)
     items = [_item(i) for i in range(400)]

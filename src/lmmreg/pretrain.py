@@ -40,6 +40,8 @@ class Corpus:
     images: torch.Tensor  # [N, H, W, 3] uint8
     captions: list[list[str]]  # N lists of captions
     scenes: list[dict]
+    # [N * k, context] the captions tokenized (caption j of image i at i * k + j), or None: train_clip tokenizes
+    tokens: torch.Tensor | None = None
 
 
 def caption_spec(cfg: PretrainConfig) -> CaptionSpec:
@@ -51,30 +53,70 @@ def _render_chunk(ids: range, **kw) -> list[tuple[np.ndarray, list[str], dict]]:
     return [corpus_item(i, **kw) for i in ids]
 
 
+class RenderJob:
+    """Items 0..n-1 of a corpus stream, rendered by `workers` processes from the moment it is made; `result()`
+    collects them. With `background`, the workers run at the lowest CPU priority (nice 19), so the caller's
+    own work in the meantime (loading, evaluating) keeps the cores and the rendering fills what it leaves."""
+
+    CHUNK = 500
+
+    def __init__(self, cfg: PretrainConfig, *, stream: int, n: int, demo_seed: int, image_size: int,
+                 workers: int = 0, desc: str = "render corpus", background: bool = False):
+        self.n, self.image_size = n, image_size
+        kw = {"seed": cfg.seed, "stream": stream, "image_size": image_size, "n_captions": cfg.captions_per_image,
+              "spec": caption_spec(cfg), "protos": world_prototypes(demo_seed)}
+        self.chunks = [range(s, min(s + self.CHUNK, n)) for s in range(0, n, self.CHUNK)]
+        self.bar = progress(total=n, desc=desc, unit="img")
+        self.pool = None
+        if workers > 1:
+            self.pool = ProcessPoolExecutor(workers, initializer=os.nice if background else None,
+                                            initargs=(19,) if background else ())
+            self.results = self.pool.map(partial(_render_chunk, **kw), self.chunks)  # all submitted now
+        else:
+            self.results = map(partial(_render_chunk, **kw), self.chunks)
+
+    def result(self, tokenizer=None) -> Corpus:
+        """The corpus, collected chunk by chunk as the workers finish them. With `tokenizer`, each chunk's
+        captions are tokenized here meanwhile (each distinct caption once), so the tokens are ready when the
+        last image is: the same tensor as `tokenizer` over all captions, in order."""
+        n, size = self.n, self.image_size
+        images = torch.empty((n, size, size, 3), dtype=torch.uint8)
+        captions: list[list[str]] = [[] for _ in range(n)]
+        scenes: list[dict] = [{} for _ in range(n)]
+        row: dict[str, int] = {}  # caption -> its row in the distinct captions' tokens
+        distinct: list[torch.Tensor] = []
+        try:
+            for ids, items in zip(self.chunks, self.results, strict=True):
+                for i, (img, caps, scene) in zip(ids, items, strict=True):
+                    images[i] = torch.from_numpy(img)
+                    captions[i], scenes[i] = caps, scene
+                if tokenizer is not None:
+                    new = [c for c in dict.fromkeys(c for _, caps, _ in items for c in caps) if c not in row]
+                    if new:
+                        base = len(row)
+                        row.update((c, base + j) for j, c in enumerate(new))
+                        distinct.append(tokenizer(new))
+                self.bar.update(len(ids))
+        finally:
+            self.close()
+        tokens = None
+        if tokenizer is not None:
+            order = torch.tensor([row[c] for caps in captions for c in caps], dtype=torch.long)
+            tokens = torch.cat(distinct)[order] if distinct else tokenizer([])
+        return Corpus(images, captions, scenes, tokens)
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+            self.pool = None
+
+
 def render_corpus(cfg: PretrainConfig, *, stream: int, n: int, demo_seed: int, image_size: int,
                   workers: int = 0, desc: str = "render corpus") -> Corpus:
     """Items 0..n-1 of a corpus stream; `workers` processes (the result does not depend on it)."""
-    kw = {"seed": cfg.seed, "stream": stream, "image_size": image_size, "n_captions": cfg.captions_per_image,
-          "spec": caption_spec(cfg), "protos": world_prototypes(demo_seed)}
-    images = torch.empty((n, image_size, image_size, 3), dtype=torch.uint8)
-    captions: list[list[str]] = [[] for _ in range(n)]
-    scenes: list[dict] = [{} for _ in range(n)]
-    chunk = 500
-    chunks = [range(s, min(s + chunk, n)) for s in range(0, n, chunk)]
-    bar = progress(total=n, desc=desc, unit="img")
-    pool = ProcessPoolExecutor(workers) if workers > 1 else None
-    try:
-        results = pool.map(partial(_render_chunk, **kw), chunks) if pool else map(partial(_render_chunk, **kw), chunks)
-        for ids, items in zip(chunks, results, strict=True):
-            for i, (img, caps, scene) in zip(ids, items, strict=True):
-                images[i] = torch.from_numpy(img)
-                captions[i], scenes[i] = caps, scene
-            bar.update(len(ids))
-    finally:
-        bar.close()
-        if pool:
-            pool.shutdown()
-    return Corpus(images, captions, scenes)
+    return RenderJob(cfg, stream=stream, n=n, demo_seed=demo_seed, image_size=image_size, workers=workers,
+                     desc=desc).result()
 
 
 def to_model_input(images: torch.Tensor, model: nn.Module) -> torch.Tensor:
@@ -117,7 +159,7 @@ def train_clip(model: nn.Module, tokenizer, corpus: Corpus, cfg: PretrainConfig,
     gen = torch.Generator().manual_seed(cfg.seed)
     n, k = len(corpus.captions), cfg.captions_per_image
     flat = [c for caps in corpus.captions for c in caps]  # caption j of image i at i * k + j
-    tokens = tokenizer(flat)  # [N * k, 77], tokenized once
+    tokens = corpus.tokens if corpus.tokens is not None else tokenizer(flat)  # [N * k, 77], tokenized once
     loss_fn = ClipLoss()
     opt = torch.optim.AdamW(parameter_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
     schedule = cosine_lr(opt, cfg.lr, cfg.warmup_steps, cfg.steps)

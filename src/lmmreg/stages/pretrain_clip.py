@@ -28,7 +28,7 @@ from lmmreg.cli import run_stage, stage_parser
 from lmmreg.config import ConfigError, Params, stable_hash, to_dict
 from lmmreg.data.corpus import HELDOUT, TRAIN
 from lmmreg.encoders import build_clip, save_clip_checkpoint
-from lmmreg.pretrain import evaluate_clip, render_corpus, train_clip
+from lmmreg.pretrain import RenderJob, evaluate_clip, render_corpus, train_clip
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
@@ -69,19 +69,24 @@ def main(params: Params, *, demo_raw: Path, out: Path, metrics: Path, workers: i
     torch.set_num_threads(cfg.threads)
     size = params.demo.image_size
     t0 = time.perf_counter()
-    corpus = render_corpus(cfg, stream=TRAIN, n=cfg.n_images, demo_seed=params.demo.seed, image_size=size,
-                           workers=workers)
     heldout = render_corpus(cfg, stream=HELDOUT, n=cfg.heldout_images, demo_seed=params.demo.seed, image_size=size,
                             workers=workers, desc="render held-out pairs")
-    render_s = time.perf_counter() - t0
-    demo_images, demo_labels, names = load_demo_test(demo_raw)
-    model, _, tokenizer = build_clip(dataclasses.replace(params.clip, pretrained=""))  # random init, init_seed
+    # The training corpus renders in the background while the random init is built and evaluated.
+    job = RenderJob(cfg, stream=TRAIN, n=cfg.n_images, demo_seed=params.demo.seed, image_size=size, workers=workers,
+                    background=True)
+    try:
+        demo_images, demo_labels, names = load_demo_test(demo_raw)
+        model, _, tokenizer = build_clip(dataclasses.replace(params.clip, pretrained=""))  # random init, init_seed
 
-    def evaluate() -> dict[str, float]:
-        return evaluate_clip(model, tokenizer, heldout, demo_images=demo_images, demo_labels=demo_labels,
-                             class_names=names, class_prompt=params.clip.class_prompt)
+        def evaluate() -> dict[str, float]:
+            return evaluate_clip(model, tokenizer, heldout, demo_images=demo_images, demo_labels=demo_labels,
+                                 class_names=names, class_prompt=params.clip.class_prompt)
 
-    before = evaluate()
+        before = evaluate()
+        corpus = job.result(tokenizer)  # its captions tokenized while the last chunks render
+    finally:
+        job.close()
+    render_s = time.perf_counter() - t0  # until the corpus was ready (the evaluation above overlapped it)
     # An interrupted run resumes from here; keyed by everything that shapes the training.
     resume = None
     if resume_dir is not None:
