@@ -56,7 +56,7 @@ bench-repro: setup
 	python benchmarks/bench_repro.py
 
 # Every point of configs/study.yaml as a queued DVC experiment, STUDY_JOBS at a time (they share the cores), then the
-# report (its regime study section and reports/study/). Measured on 2 cores: 19.6 min queued at 2 (reports/bench_study.md);
+# report (its regime study section and reports/study/). Measured on 2 cores: 18.8 min queued at 2 (reports/bench_study.md);
 # STUDY_JOBS=1 runs one `dvc exp run` after another (43.9 min when last measured, before this round's speed-ups).
 STUDY_JOBS ?= 2
 study: setup
