@@ -158,8 +158,9 @@ def train_clip(model: nn.Module, tokenizer, corpus: Corpus, cfg: PretrainConfig,
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     n, k = len(corpus.captions), cfg.captions_per_image
-    flat = [c for caps in corpus.captions for c in caps]  # caption j of image i at i * k + j
-    tokens = corpus.tokens if corpus.tokens is not None else tokenizer(flat)  # [N * k, 77], tokenized once
+    tokens = corpus.tokens  # [N * k, 77]: caption j of image i at i * k + j, tokenized once
+    if tokens is None:
+        tokens = tokenizer([c for caps in corpus.captions for c in caps])
     loss_fn = ClipLoss()
     opt = torch.optim.AdamW(parameter_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
     schedule = cosine_lr(opt, cfg.lr, cfg.warmup_steps, cfg.steps)

@@ -290,19 +290,24 @@ def generate_demo(cfg: DemoConfig, out_dir: str | Path, *, workers: int = 1) -> 
     counter = 0
     total = len(protos) * (cfg.train_per_class + cfg.test_per_class)
     pool = ProcessPoolExecutor(workers) if workers > 1 else None
-    pending: list[Future] = []
+    pending: list[tuple[Future, int]] = []  # chunks being painted, with their sizes
     chunk: list[tuple[str, dict, dict]] = []
     bar = progress(total=total, desc="render demo", unit="img")
+
+    def settle(backlog: int) -> None:
+        """Wait for the oldest chunks until at most `backlog` are being painted (each holds its noise arrays)."""
+        while len(pending) > backlog:
+            done, n = pending.pop(0)
+            done.result()
+            bar.update(n)
 
     def flush() -> None:
         if pool is None:
             _paint_files(out, cfg.image_size, chunk)
             bar.update(len(chunk))
         else:
-            pending.append(pool.submit(_paint_files, out, cfg.image_size, list(chunk)))
-            while len(pending) > 2 * workers:  # a bounded backlog: each chunk holds its noise arrays
-                pending.pop(0).result()
-                bar.update(CHUNK)
+            pending.append((pool.submit(_paint_files, out, cfg.image_size, list(chunk)), len(chunk)))
+            settle(2 * workers)
         chunk.clear()
 
     try:
@@ -320,9 +325,7 @@ def generate_demo(cfg: DemoConfig, out_dir: str | Path, *, workers: int = 1) -> 
                         flush()
         if chunk:
             flush()
-        for f in pending:
-            f.result()
-        bar.update(total - bar.n)
+        settle(0)
     finally:
         bar.close()
         if pool is not None:

@@ -64,17 +64,13 @@ class PromptLearner(nn.Module):
 class CoOpClassifier(nn.Module):
     """Logits of image features against the learnt prompts. In training the text tower runs on every call (its
     gradient trains the context); in eval mode without autograd the class text features are computed once and
-    reused by every batch of an evaluation (the same tensor the tower would give each time), until the context
-    changes or the module is switched with `train()` / `eval()`."""
+    reused by every batch of an evaluation (the same tensor the tower would give each time) until the context
+    changes."""
 
     def __init__(self, prompts: PromptLearner, scale: float):
         super().__init__()
         self.prompts, self.scale = prompts, scale
         self._text: tuple[int, torch.Tensor] | None = None  # (the context's version, its class text features)
-
-    def train(self, mode: bool = True):
-        self._text = None
-        return super().train(mode)
 
     def text_features(self) -> torch.Tensor:
         """[C, D] normalised class text features; the text tower runs here."""

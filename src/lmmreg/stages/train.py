@@ -341,8 +341,8 @@ def _run_parallel(job: Job, trainer: Trainer, n_workers: int, handle: Callable[[
     counter, and this process relays the helpers' messages between its own epochs. A method whose seeds are
     quicker than that runs them all here.
 
-    Helpers are forked from multiprocessing's fork server, which imports this module (torch, open_clip, MLflow)
-    once, when the first helper starts, and never runs torch: the second helper costs a fork, where a spawned one
+    Helpers are forked from multiprocessing's fork server (`_helper_context`: it imports what a helper needs once,
+    when the first helper starts, and never runs torch): the second helper costs a fork, where a spawned one
     imports everything again (8-10 s of a core), and a fork of this process after torch's threads started can
     hang."""
     ctx = _helper_context(trainer.need_clip)
