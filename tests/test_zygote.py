@@ -1,4 +1,4 @@
-"""bin/python's warm interpreter (lmmreg.zygote): a stage run through it behaves as `python -m` does, byte for
+"""bin/python's warm interpreter (bin/zygote.py): a stage run through it behaves as `python -m` does, byte for
 byte on its output and its files, with the same exit status, signals and clean-up."""
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def probe(tmp_path, monkeypatch):
     monkeypatch.setenv("LMMREG_ZYGOTE_DIR", str(tmp_path / "z"))
     yield tmp_path
     # every server of this test's directory: its socket goes, and it exits within seconds
-    subprocess.run([sys.executable, "-S", str(REPO / "src/lmmreg/zygote.py"), "stop"], capture_output=True,
+    subprocess.run([sys.executable, "-S", str(REPO / "bin/zygote.py"), "stop"], capture_output=True,
                    env={**os.environ, "LMMREG_ZYGOTE_DIR": str(tmp_path / "z")})
 
 

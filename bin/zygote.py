@@ -3,7 +3,7 @@
 Every DVC stage is a fresh `python -m lmmreg.stages.<name>` process, and on 2 cores importing torch, its
 compiler front end (which `torch.optim` pulls in), MLflow, scikit-learn and open_clip takes 9-11 s: more than
 most stages' own work (a demo train stage trains its 3 seeds in about 7 s). `bin/python` therefore runs
-`python -S src/lmmreg/zygote.py run -m <module> <args>` (this file, as a script: stdlib only, it never imports
+`python -S bin/zygote.py run -m <module> <args>` (this file, as a script: stdlib only, it never imports
 lmmreg). That client connects to a server for this venv, starting one if there is none (which imports the
 libraries, then listens on a Unix socket), and hands it its argv, working directory, environment, umask and
 stdin/stdout/stderr. The server forks a child that runs the module exactly as `python -m` would (its
