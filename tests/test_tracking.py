@@ -68,7 +68,8 @@ def test_child_run_round_trip(mlflow_root, monkeypatch):
                              artifacts={"predictions.json": {"ids": ["a"], "labels": [1], "preds": [1]},
                                         "head.pt": {"w": [1, 2]}})
     logger = tracking.RunLogger(dataset="demo", params={"alpha": 0.1, "train": {"lr": 1e-4}}, tags={})
-    assert logger.adopt([run_id]) == ([run_id], [])  # the parent of the runs this invocation trained
+    # the parent of the runs this invocation trained
+    assert logger.adopt(tracking.resolve_runs({run_id: Path("unused")})) == ([run_id], [])
     logger.close()
     runs = tracking.search_child_runs({"lmmreg.config_id": "abc"})
     assert [r["run_id"] for r in runs] == [run_id]

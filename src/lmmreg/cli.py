@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from lmmreg import threads
 from lmmreg.config import ConfigError, Params, load_params
+from lmmreg.errors import UserError
 
 
 def stage_parser(doc: str | None) -> argparse.ArgumentParser:
@@ -45,6 +46,6 @@ def run_stage(main: Callable[[argparse.Namespace, Params], None], parser: argpar
         threads.configure()  # this stage's share of the cores (lmmreg.threads): queued experiments share them
         params = load_params(args.params)
         main(args, params)
-    except (ConfigError, FileNotFoundError, ValueError, KeyError) as e:
+    except (UserError, ConfigError, FileNotFoundError, ValueError, KeyError) as e:
         logging.getLogger("lmmreg").error("%s", e)
         sys.exit(2)

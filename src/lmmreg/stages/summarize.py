@@ -107,7 +107,7 @@ def log_champion(logger: tracking.RunLogger, params: Params, results: dict[str, 
         return {"registered": None, "version": None, "champion": False, "method": method,
                 "seed": int(seed_key[1:]), "run_id": best["run_id"], "seconds": 0.0, "not_logged": reason}
     state_file = methods_dir / method / best["state"] if best.get("state") else None
-    state = torch.load(state_file) if state_file is not None and state_file.is_file() else None
+    state = torch.load(state_file, weights_only=True) if state_file is not None and state_file.is_file() else None
     inputs, _, _ = load_inputs(params, features=paths.features, text=paths.text, centroids=paths.centroids)
     trainable = classifier.build_trainable(method, state_dict=state, base_tail=inputs.tail,
                                            class_text=inputs.class_text, centroids=inputs.centroids)
@@ -133,6 +133,14 @@ def main(params: Params, *, dataset: str, paths: TrainPaths, methods_dir: Path, 
     if log_model:
         register_every()  # a bad LMMREG_REGISTER fails here, before the parent run opens
     results = load_results(methods_dir, list(params.train.methods))
+    # Runs DVC restored that this store lacks (a teammate's clone, a new server) get a copy from their records,
+    # before the parent opens: a store problem stops here, naming the run, with nothing written.
+    records = {x["run_id"]: tracking.record_path(methods_dir / m, int(s[1:]))
+               for m, r in results.items() for s, x in r["runs"].items()}
+    resolved = tracking.resolve_runs(records)
+    for r in results.values():
+        for x in r["runs"].values():
+            x["run_id"] = resolved[x["run_id"]]["run_id"]
     digest = manifest_digest(paths.manifest)
     shared = run_params(params, dataset)
     changes = tracking.changed_params(shared, tracking.committed_params())
@@ -144,16 +152,15 @@ def main(params: Params, *, dataset: str, paths: TrainPaths, methods_dir: Path, 
     with tracking.RunLogger(dataset=dataset, params={**shared, "dataset": dataset,
                                                      "baselines": to_dict(params.baselines)}, tags=tags,
                             run_name=tracking.parent_run_name(dataset, changes)) as logger:
-        child_ids = [x["run_id"] for r in results.values() for x in r["runs"].values()]
-        adopted, reused = logger.adopt(child_ids)
+        adopted, reused = logger.adopt(resolved)
         means = {f"{tracking.SUMMARY_METRIC}{m}": s["test_acc_mean"] for m, s in summary.items()}
         logger.log_summary({**means, **{f"test_acc_std.{m}": s["test_acc_std"] for m, s in summary.items()}})
         champion = log_champion(logger, params, results, dataset=dataset, paths=paths,
                                 methods_dir=methods_dir) if log_model else None
         if champion is not None:
             logger.tag({f"{tracking.TAG}model": champion["registered"] or f"not logged: {champion['not_logged']}"})
-    log.info("%s: parent run %s: %d new run(s), %d reused unchanged", dataset, logger.parent_id, len(adopted),
-             len(reused))
+    log.info("%s: parent run %s: %d new run(s), %d reused unchanged (%d copied into this store from DVC's results)",
+             dataset, logger.parent_id, len(adopted), len(reused), sum(i["copied"] for i in resolved.values()))
     # DVC metrics hold numbers only, so `dvc exp show` opens on the accuracies; run ids go to runs.json.
     metrics.parent.mkdir(parents=True, exist_ok=True)
     numbers = {"test_acc": {m: s["test_acc_mean"] for m, s in summary.items()},

@@ -272,6 +272,7 @@ def main(params: Params, *, dataset: str, method: str, plan: Path, paths: TrainP
                     arts["head.pt"] = Path(payload["state"])
                 payload["run_id"] = live.finish(seed, final=payload["final"], artifacts=arts, tags=payload["tags"],
                                                 end_ms=t_ms)
+                tracking.write_record(live.record(seed), tracking.record_path(out, seed))
                 log.info("%s %s seed %d: test acc %.2f%% (epoch %d) run %s", dataset, method, seed,
                          payload["test_acc"], payload["reported_epoch"], payload["run_id"])
             elif kind == "error":

@@ -7,6 +7,7 @@
 | view     | the runs table's shared view and the link `make repro` prints |
 | owners   | who owns a RUNNING run; stale runs of killed processes ended as KILLED; SIGTERM/SIGINT |
 | runs     | the live (method, seed) runs of a train stage; the parent run of stage summarize |
+| copies   | runs DVC restored that this store lacks: re-logged from the record each train stage writes |
 | models   | logging a pyfunc model quietly, its pinned requirements |
 | read     | the report's reading: finished child runs by tag, metric histories, JSON artifacts |
 | pretrain | the demo CLIP's pretraining run |
@@ -22,6 +23,7 @@ carries a shared view (`mlflow.sharedViewState.lmmreg`) that opens the runs tabl
 """
 
 from lmmreg.tracking.cli import main
+from lmmreg.tracking.copies import record_path, resolve_runs, write_record
 from lmmreg.tracking.models import model_requirements, quiet_model_logging
 from lmmreg.tracking.names import changed_params, child_run_name, committed_params, flatten_params, parent_run_name
 from lmmreg.tracking.owners import Interrupted, end_stale_runs, process_identity
@@ -35,6 +37,7 @@ from lmmreg.tracking.store import (
     SUMMARY_METRIC,
     TAG,
     URI_FILE,
+    check_reachable,
     context_tags,
     init_store,
     project_root,
@@ -49,5 +52,5 @@ __all__ = [
     "end_stale_runs", "flatten_params", "init_store", "load_json_artifact", "log_pretrain_run", "main",
     "metric_history", "model_requirements", "parent_run_name", "process_identity", "project_root", "champion",
     "quiet_model_logging", "registered_version", "search_child_runs", "set_view_state", "tracking_uri", "ui_link",
-    "view_state", "write_stamp",
+    "view_state", "write_stamp", "record_path", "resolve_runs", "write_record", "check_reachable",
 ]

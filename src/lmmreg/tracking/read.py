@@ -7,11 +7,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from lmmreg.tracking.store import EXPERIMENT, TAG, _client
+from lmmreg.tracking.store import EXPERIMENT, TAG, _client, check_reachable
 
 
 def search_child_runs(tag_filters: dict[str, str]) -> list[dict]:
     """Finished child runs whose tags match, newest first, as plain dicts (params, tags, metrics)."""
+    check_reachable()
     client = _client()
     exp = client.get_experiment_by_name(EXPERIMENT)
     if exp is None:

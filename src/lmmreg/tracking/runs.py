@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any, Self
 
+from lmmreg.tracking.copies import new_record
 from lmmreg.tracking.models import quiet_model_logging
 from lmmreg.tracking.names import flatten_params
 from lmmreg.tracking.owners import Interrupted, SignalScope, _process_start_ms, end_stale_runs, process_identity
@@ -94,23 +95,25 @@ class RunLogger(_DatasetRuns):
         """Metrics of the parent run (the mean test accuracy per method), shown beside the experiment's params."""
         _log_metrics(self.client, self.parent_id, [], metrics, step="epoch")
 
-    def adopt(self, run_ids: list[str]) -> tuple[list[str], list[str]]:
+    def adopt(self, runs: dict[str, dict[str, Any]]) -> tuple[list[str], list[str]]:
         """Make this parent the parent of the runs that have none yet (those the train stages of this invocation
-        opened) and tag the others, which an earlier invocation trained and this one reuses unchanged
-        (`lmmreg.reused_runs`). Returns (adopted, reused)."""
-        adopted, reused = [], []
-        for run_id in run_ids:
-            run = self.client.get_run(run_id)
-            parent = run.data.tags.get("mlflow.parentRunId")
-            if parent and parent != self.parent_id:
-                reused.append(run_id)
-            else:
+        opened, and copies `resolve_runs` made for this store) and tag the runs this invocation did not train
+        (`lmmreg.reused_runs`: an earlier invocation's, or copies of another store's). `runs` is what
+        `resolve_runs` returned. Returns (new, reused): the ids, in this store, of the runs trained by this
+        invocation and of the others."""
+        new, reused, copied = [], [], []
+        for info in runs.values():
+            run_id, parent = info["run_id"], info["parent"]
+            if not parent or parent == self.parent_id:
                 self.client.set_tag(run_id, "mlflow.parentRunId", self.parent_id)
-                adopted.append(run_id)
+            (reused if info["copied"] or (parent and parent != self.parent_id) else new).append(run_id)
+            if info["copied"]:
+                copied.append(run_id)
         self.client.set_tag(self.parent_id, f"{TAG}reused_runs", json.dumps(reused)[:7900])
         self.client.set_tag(self.parent_id, f"{TAG}n_reused_runs", str(len(reused)))
-        self.client.set_tag(self.parent_id, f"{TAG}n_new_runs", str(len(adopted)))
-        return adopted, reused
+        self.client.set_tag(self.parent_id, f"{TAG}n_new_runs", str(len(new)))
+        self.client.set_tag(self.parent_id, f"{TAG}n_copied_runs", str(len(copied)))
+        return new, reused
 
     def log_model(self, *, python_model: Any, artifacts: dict[str, str], input_example: Any,
                   pip_requirements: list[str], registered_name: str, score: float,
@@ -199,19 +202,22 @@ class LiveRuns(_DatasetRuns):
         self._open: set[str] = set()
         self._tags: dict[str, dict[str, str]] = {}
         self._pending: dict[str, list] = {}
+        self._records: dict[str, dict[str, Any]] = {}  # run id -> what re-creates the run in another store
         self._flushed = time.monotonic()
         self._signals = SignalScope()
 
     def start(self, key: Any, *, name: str, params: dict[str, Any], tags: dict[str, str],
               start_ms: int | None = None) -> str:
         """Open the run of `key` (RUNNING), with its params and tags."""
-        run = self.client.create_run(self.experiment_id, run_name=name, start_time=start_ms, tags={
-            **context_tags(), **tags, f"{TAG}kind": "child", f"{TAG}dataset": self.dataset,
-            f"{TAG}process": self.owner})
+        all_tags = {**context_tags(), **tags, f"{TAG}kind": "child", f"{TAG}dataset": self.dataset,
+                    f"{TAG}process": self.owner}
+        run = self.client.create_run(self.experiment_id, run_name=name, start_time=start_ms, tags=all_tags)
         run_id = run.info.run_id
         self.run_ids[key] = run_id
         self._open.add(run_id)
         self._tags[run_id] = tags
+        self._records[run_id] = new_record(run_id, name=name, params=params, tags=all_tags,
+                                           start_ms=run.info.start_time)
         _log_params(self.client, run_id, params)
         return run_id
 
@@ -220,8 +226,9 @@ class LiveRuns(_DatasetRuns):
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000) if time_ms is None else time_ms
-        self._pending.setdefault(self.run_ids[key], []).extend(
-            Metric(k, float(v), now, int(row[step])) for k, v in row.items() if k != step)
+        metrics = [Metric(k, float(v), now, int(row[step])) for k, v in row.items() if k != step]
+        self._pending.setdefault(self.run_ids[key], []).extend(metrics)
+        self._records[self.run_ids[key]]["metrics"].extend([m.key, m.value, m.timestamp, m.step] for m in metrics)
         if time.monotonic() - self._flushed >= self.flush_s:
             self.flush()
 
@@ -243,20 +250,32 @@ class LiveRuns(_DatasetRuns):
         _log_metrics(self.client, run_id, [], final, step="epoch")
         for k, v in (tags or {}).items():
             self.client.set_tag(run_id, k, v)
+        record = self._records[run_id]
+        record["metrics"].extend([k, float(v), now, 0] for k, v in final.items())
+        record["tags"].update(tags or {})
         with tempfile.TemporaryDirectory() as tmp:
             for fname, obj in artifacts.items():
                 path = Path(tmp) / fname
                 if isinstance(obj, Path):  # a file already written: logged under `fname`
                     shutil.copyfile(obj, path)
+                    record["files"][fname] = obj.name  # beside the record in the stage's outputs
                 elif fname.endswith(".json"):
                     path.write_text(json.dumps(obj))
+                    record["json"][fname] = obj
                 else:
                     torch.save(obj, path)
                 self.client.log_artifact(run_id, str(path))
-        self.client.set_terminated(run_id, "FINISHED", end_time=end_ms or now)
+        record["end_ms"] = end_ms or now
+        self.client.set_terminated(run_id, "FINISHED", end_time=record["end_ms"])
         self._open.discard(run_id)
         write_stamp(run_id, self._tags[run_id])
         return run_id
+
+    def record(self, key: Any) -> dict[str, Any]:
+        """What re-creates `key`'s finished run in another store (lmmreg.tracking.copies): its name, params, tags,
+        metrics with their steps and times, and its artifacts (JSON inline, files by their name beside the
+        record). The train stage writes it into its DVC outputs, so a teammate's store can get the run."""
+        return self._records[self.run_ids[key]]
 
     def fail(self, key: Any, reason: str) -> None:
         """End `key`'s run FAILED with the error as a tag (the stage goes on to end the others)."""

@@ -63,6 +63,36 @@ def _client():
     return MlflowClient(tracking_uri=uri)
 
 
+PROBE_TIMEOUT_S = 3.0
+_reachable: set[str] = set()
+
+
+def check_reachable(uri: str | None = None, *, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+    """A tracking server that does not answer is found in seconds, not after MLflow's minutes of retries.
+
+    Only http(s) stores are probed (their `/health`); any HTTP answer counts as reachable (authentication is
+    MLflow's business). Raises StoreError naming the store and the fix; nothing has been written yet."""
+    import urllib.error
+    import urllib.request
+
+    uri = uri or tracking_uri()
+    if not uri.startswith(("http://", "https://")) or uri in _reachable:
+        return
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s):
+            pass
+    except urllib.error.HTTPError:
+        pass  # it answered
+    except (OSError, ValueError) as e:
+        from lmmreg.errors import StoreError
+
+        reason = getattr(e, "reason", e)
+        raise StoreError(f"the MLflow tracking server {_uri_label(uri)} does not answer ({reason}). Start it, or "
+                         f"point MLFLOW_TRACKING_URI (or {URI_FILE}) at a store that answers; nothing computed is "
+                         f"lost: DVC keeps the finished stages, re-run `dvc repro`") from None
+    _reachable.add(uri)
+
+
 def init_store(name: str = EXPERIMENT) -> str:
     """Create the store and the experiment `name` once (call before parallel runs); returns the experiment id.
 
@@ -73,6 +103,7 @@ def init_store(name: str = EXPERIMENT) -> str:
 
     root = project_root()
     uri = tracking_uri()
+    check_reachable(uri)
     lock = FileLock(str(root / ".mlflow.lock")) if uri.startswith("sqlite:") else None
     with lock if lock is not None else contextlib.nullcontext():
         client = _client()
