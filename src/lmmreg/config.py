@@ -45,10 +45,11 @@ class DemoConfig:
 class SourceConfig:
     """How `prepare` reads one dataset found at `data/raw/<name>/`."""
 
-    layout: Literal["demo", "imagefolder", "csv", "ucf101", "bar", "era"]
+    layout: Literal["demo", "imagefolder", "csv", "ucf101", "bar", "era", "coop"]
     # Layout-specific options (split file, class map, frame choice, csv file name ...); checked by the layout.
     options: dict[str, Any] = field(default_factory=dict)
-    # Counts the paper reports, {"train": n, "test": n, "classes": n}; a mismatch is a warning.
+    # Counts the paper reports, {"train": n, "test": n, "classes": n} (and "val" for a layout with one); a mismatch is
+    # a warning.
     expected: dict[str, int] = field(default_factory=dict)
 
 
