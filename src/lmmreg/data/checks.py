@@ -3,7 +3,8 @@
 Default policy (`prepare.on_bad_image: error`): collect *every* problem, then stop with one error that
 lists them all. `skip` drops the bad files and records each with its reason in `prepare_report.json`.
 Dataset-level problems (a class with no training images, a test class train lacks, a train/test
-duplicate) are always errors, and counts that differ from the paper's are warnings.
+duplicate) are always errors, and counts that differ from the paper's are warnings. A split fixed by a published
+file (CoOp's) is the benchmark's own: its cross-split duplicates are recorded and warned about, not refused.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from lmmreg.config import PrepareConfig
 from lmmreg.data.images import BadImageError, is_supported, load_rgb
 from lmmreg.data.layouts import Layout, RawItem
-from lmmreg.data.manifest import Record, sha256_file
+from lmmreg.data.manifest import SPLITS, Record, sha256_file
 from lmmreg.progress import progress
 
 log = logging.getLogger(__name__)
@@ -64,11 +65,13 @@ def _inspect(root: Path, item: RawItem, max_pixels: int) -> tuple[RawItem, str |
 
 def check_items(items: list[RawItem], classes: list[str], *, root: Path, cfg: PrepareConfig,
                 expected: dict[str, int], dataset: str, bad: list[dict] | None = None,
-                workers: int = 8) -> tuple[list[Record], dict]:
+                workers: int = 8, fixed_split: bool = False) -> tuple[list[Record], dict]:
     """Decode every image under `root`; returns the manifest records and the report for `prepare_report.json`.
 
     `bad` carries problems found earlier (e.g. videos that would not decode), as dicts with `path` (as shown to
-    the user), `id`, `split` and `reason`; they are reported and handled with the images' own.
+    the user), `id`, `split` and `reason`; they are reported and handled with the images' own. `fixed_split`: the
+    split is a published one (CoOp's files), so byte-identical images across its splits are warnings (listed under
+    `duplicates`), not errors.
     """
     root = Path(root)
     label = {c: i for i, c in enumerate(classes)}
@@ -97,9 +100,16 @@ def check_items(items: list[RawItem], classes: list[str], *, root: Path, cfg: Pr
     for r in records:
         splits_by_sha[r.sha256].add(r.split)
         paths_by_sha[r.sha256].append(str(root / r.path))
+    duplicates = []
     for sha, splits in splits_by_sha.items():
         if len(splits) > 1:
-            problems.append(f"byte-identical images in train and test: {', '.join(sorted(paths_by_sha[sha]))}")
+            where = " and ".join(s for s in SPLITS if s in splits)
+            duplicates.append(f"byte-identical images in {where}: {', '.join(sorted(paths_by_sha[sha]))}")
+    if fixed_split:
+        for d in duplicates:
+            log.warning("%s: %s (kept: the published split has them)", dataset, d)
+    else:
+        problems += duplicates
     problems += [p + (" (after skipping unusable files)" if bad else "") for p in _class_problems(records, classes)]
     if problems:
         raise DatasetError(f"{dataset} ({root}):\n" + "\n".join(f"  {p}" for p in problems))
@@ -107,6 +117,8 @@ def check_items(items: list[RawItem], classes: list[str], *, root: Path, cfg: Pr
     train_classes = Counter(r.class_name for r in records if r.split == "train")
     test_classes = Counter(r.class_name for r in records if r.split == "test")
     counts = {"train": sum(train_classes.values()), "test": sum(test_classes.values()), "classes": len(classes)}
+    if "val" in expected or any(it.split == "val" for it in items):
+        counts["val"] = sum(r.split == "val" for r in records)
     warnings = []
     for key, want in expected.items():
         got = counts.get(key)
@@ -119,4 +131,6 @@ def check_items(items: list[RawItem], classes: list[str], *, root: Path, cfg: Pr
             warnings.append(msg)
     report = {"dataset": dataset, "counts": counts, "per_class": {c: [train_classes[c], test_classes[c]]
               for c in classes}, "skipped": bad, "warnings": warnings}
+    if fixed_split and duplicates:
+        report["duplicates"] = duplicates
     return records, report

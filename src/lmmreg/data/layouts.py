@@ -9,6 +9,7 @@ Checking the files themselves is `prepare`'s job, not the layout's. Layouts:
 - `bar`: alinlab/BAR, flat `train/` and `test/`, class = file stem up to the last `_` (`pole vaulting_0.jpg`).
 - `era`: `<root>/<split>/<folder>/<video or frame>`, folder names mapped to the paper's 25 classes.
 - `imagefolder`: `<root>/<split>/<class>/<file>`; `csv`: rows `path,label,split` relative to the root.
+- `coop`: any dataset in CoOp's format (a split file, or FGVCAircraft's and ImageNet's own), :mod:`lmmreg.data.coop`.
 - `demo`: the generated demo (an imagefolder with the generator's class order).
 
 Files with a video extension (see :mod:`lmmreg.data.video`) become one frame each in `prepare`.
@@ -17,6 +18,7 @@ Files with a video extension (see :mod:`lmmreg.data.video`) become one frame eac
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import logging
 import re
@@ -38,7 +40,7 @@ SPLITS = ("train", "test")
 class RawItem:
     path: str  # relative to the folder the images are read from, POSIX separators
     class_name: str
-    split: str  # train | test
+    split: str  # train | test (| val: a layout whose source has its own, `coop`)
     source: str = ""  # the raw file it came from when that is not `path` (a video whose frame `path` is)
 
     @property
@@ -124,11 +126,13 @@ def normalize_class_name(name: str) -> str:
     return re.sub(r"[\s_]+", " ", name).strip().lower()
 
 
-def parse_coop_split(split: Any, source: str) -> tuple[list[tuple[str, str, int]], list[str]]:
+def parse_coop_split(split: Any, source: str, *, keep_val: bool = False, rename: Callable[[str], str] =
+                     normalize_class_name) -> tuple[list[tuple[str, str, int]], list[str]]:
     """A CoOp split file `{"train"|"val"|"test": [[path, label, class_name], ...]}` -> (path, split, label), classes.
 
-    `val` joins `train` (the paper's 9,537 = CoOp's 7,639 train + 1,898 val). Class names are normalised
-    with :func:`normalize_class_name`, so CoOp's `Apply_Eye_Makeup` and the shipped `apply eye makeup` agree.
+    `val` joins `train` (the paper's 9,537 = CoOp's 7,639 train + 1,898 val) unless `keep_val`. Class names go
+    through `rename`, by default :func:`normalize_class_name`, so CoOp's `Apply_Eye_Makeup` and the shipped
+    `apply eye makeup` agree.
     """
     if not isinstance(split, dict) or not {"train", "test"} <= set(split) or set(split) - {"train", "val", "test"}:
         got = sorted(split)[:5] if isinstance(split, dict) else type(split).__name__
@@ -144,7 +148,7 @@ def parse_coop_split(split: Any, source: str) -> tuple[list[tuple[str, str, int]
                     or isinstance(entry[1], bool) or not isinstance(entry[1], int) or not isinstance(entry[2], str)):
                 errors.append(f"{where}: expected [path, label, class_name], got {entry!r}")
                 continue
-            path, label, name = entry[0], entry[1], normalize_class_name(entry[2])
+            path, label, name = entry[0], entry[1], rename(entry[2])
             if PurePosixPath(path).is_absolute() or ".." in PurePosixPath(path).parts:
                 errors.append(f"{where}: path {path!r} must be relative to the image folder")
             if names.setdefault(label, name) != name:
@@ -152,7 +156,7 @@ def parse_coop_split(split: Any, source: str) -> tuple[list[tuple[str, str, int]
             if path in seen:
                 errors.append(f"{where}: {path!r} listed twice ({seen[path]} and {key})")
             seen[path] = key
-            rows.append((path, "test" if key == "test" else "train", label))
+            rows.append((path, key if keep_val or key != "val" else "train", label))
     if sorted(names) != list(range(len(names))):
         errors.append(f"{source}: labels must be 0..{len(names) - 1} without gaps, got {sorted(names)[:5]}...")
     if errors:
@@ -316,13 +320,15 @@ def list_csv(root: Path, options: dict[str, Any]) -> Layout:
     return Layout(items, _class_order({it.class_name for it in items}, options), {"file": str(path)})
 
 
-LAYOUTS: dict[str, Callable[[Path, dict[str, Any]], Layout]] = {
+# name -> function, or (module, function) for a layout in its own module, imported only when asked for
+LAYOUTS: dict[str, Callable[[Path, dict[str, Any]], Layout] | tuple[str, str]] = {
     "imagefolder": list_imagefolder,
     "demo": list_demo,
     "ucf101": list_ucf101,
     "bar": list_bar,
     "era": list_era,
     "csv": list_csv,
+    "coop": ("lmmreg.data.coop", "list_coop"),
 }
 
 
@@ -334,7 +340,10 @@ def list_layout(layout: str, root: str | Path, options: dict[str, Any]) -> Layou
                                 "then `dvc add` it; see docs/datasets.md)")
     if layout not in LAYOUTS:
         raise ValueError(f"layout {layout!r} is not implemented (known: {sorted(LAYOUTS)})")
-    return LAYOUTS[layout](root, options)
+    fn = LAYOUTS[layout]
+    if isinstance(fn, tuple):
+        fn = getattr(importlib.import_module(fn[0]), fn[1])
+    return fn(root, options)
 
 
 def is_video_name(name: str) -> bool:

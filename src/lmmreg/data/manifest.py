@@ -2,7 +2,8 @@
 
 Columns: id (stable: the raw file's path relative to the raw dataset root; for a frame `prepare`
 extracted from a video, the video's path), path (relative to the image root, see `resolve_image_root`),
-label, class_name, split (train|test), sha256, width, height. `classes.json` beside it fixes the class order.
+label, class_name, split (train|val|test; val only where the dataset has its own, e.g. CoOp's split files),
+sha256, width, height. `classes.json` beside it fixes the class order.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 FIELDS = ("id", "path", "label", "class_name", "split", "sha256", "width", "height")
-SPLITS = ("train", "test")
+SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)

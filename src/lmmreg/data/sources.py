@@ -28,6 +28,12 @@ HELP: dict[str, LayoutHelp] = {
     "era": LayoutHelp("<split>/<class folder>/<video or frame> with split train/test (any case)",
                       "https://lcmou.github.io/ERA_Dataset/ (Google Drive / IEEE DataPort, academic use only)",
                       "ERA (`layout: era`)"),
+    "coop": LayoutHelp("<options.image_dir>/... and <options.split_file>, as CoOp's folder for it (e.g. images/ and "
+                       "split_zhou_OxfordPets.json; FGVCAircraft: the archive's data/ folder; ImageNet: "
+                       "images/train|val/<wnid>/ and classnames.txt)",
+                       "the dataset's own site and CoOp's split file, per dataset in "
+                       "https://github.com/KaiyangZhou/CoOp/blob/main/DATASETS.md",
+                       "CoOp's eleven (`layout: coop`)"),
     "imagefolder": LayoutHelp("<split>/<class>/<image> with split train/test (any case)", "your own data",
                               "Your own data"),
     "csv": LayoutHelp("labels.csv (path,label,split) beside the images it names", "your own data",

@@ -5,7 +5,8 @@
 The layout (`sources.<dataset>.layout`) lists the files; the list is checked, videos become one frame each
 under `<out>/frames/` (cached, see :mod:`lmmreg.data.video`), then every image is decoded and checked
 (:mod:`lmmreg.data.checks`) before any expensive stage runs. Writes `manifest.csv`, `classes.json`,
-`manifest_meta.json` and `prepare_report.json` (counts, warnings, every skipped file and why).
+`manifest_meta.json` and `prepare_report.json` (counts, warnings, every skipped file and why, the manifest's digest;
+for a layout that takes stock of the disk, `found`: what the split lists and what is absent or unlisted).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from lmmreg.cli import run_stage, stage_parser
 from lmmreg.config import Params
 from lmmreg.data.checks import DatasetError, check_items, check_layout
 from lmmreg.data.layouts import RawItem, list_layout
-from lmmreg.data.manifest import write_manifest
+from lmmreg.data.manifest import manifest_digest, write_manifest
 from lmmreg.data.sources import placement_help
 from lmmreg.data.video import INDEX_NAME, extract_frames, is_video
 
@@ -51,9 +52,10 @@ def build_frame_items(videos: list[RawItem], *, raw: Path, out: Path, frame: obj
 
 def main(params: Params, *, dataset: str, raw: Path, out: Path, frame_cache: Path | None = None) -> dict:
     src = params.source(dataset)
-    unknown = sorted(set(src.expected) - {"train", "test", "classes"})
+    known = {"train", "test", "classes"} | ({"val"} if src.layout == "coop" else set())  # CoOp's format has a val
+    unknown = sorted(set(src.expected) - known)
     if unknown:
-        raise ValueError(f"sources.{dataset}.expected.{unknown[0]}: unknown count (known: classes, test, train)")
+        raise ValueError(f"sources.{dataset}.expected.{unknown[0]}: unknown count (known: {', '.join(sorted(known))})")
     try:
         layout = list_layout(src.layout, raw, src.options)
         check_layout(layout, dataset=dataset, root=raw)
@@ -72,10 +74,15 @@ def main(params: Params, *, dataset: str, raw: Path, out: Path, frame_cache: Pat
                                        max_pixels=params.prepare.max_image_pixels, frame_cache=frame_cache)
         image_dir, image_root = out, "manifest"
 
-    records, report = check_items(items, layout.classes, root=image_dir, cfg=params.prepare,
-                                  expected=src.expected, dataset=dataset, bad=bad)
+    try:
+        records, report = check_items(items, layout.classes, root=image_dir, cfg=params.prepare, expected=src.expected,
+                                      dataset=dataset, bad=bad, fixed_split=layout.notes.get("fixed_split", False))
+    except DatasetError as e:  # what was found first (a partial download or a split mismatch), then every file
+        found = layout.notes.get("found")
+        raise (DatasetError(f"{dataset}: {found['diagnosis']}\n{e}") if found else e) from None
     write_manifest(records, layout.classes, out, image_root=image_root)
-    report = {**report, "layout": src.layout, "image_root": image_root, **layout.notes}
+    report = {**report, "layout": src.layout, "image_root": image_root, **layout.notes,
+              "manifest_digest": manifest_digest(out)}
     if videos:
         report["frame"] = src.options.get("frame", "middle")
     (out / "prepare_report.json").write_text(json.dumps(report, indent=1) + "\n")
