@@ -20,7 +20,7 @@ from lmmreg.artifacts import Artifact
 from lmmreg.centroids import centroids_of_images
 from lmmreg.config import TrainConfig
 from lmmreg.methods import MethodInputs
-from lmmreg.validation import outside_shots
+from lmmreg.validation import outside_shots, val_shots
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +54,18 @@ def few_shot_inputs(inp: MethodInputs, cfg: TrainConfig, *, seed: int, train_ids
                     classes: list[str]) -> tuple[MethodInputs, list[str]]:
     """The inputs of one seed under `cfg.shots`, and the ids of the training images kept (for the run's log).
 
-    Few-shot inputs carry the validation images outside the shots as `val_feat` / `val_y` (drawn per seed)."""
+    Few-shot inputs carry the validation images outside the shots as `val_feat` / `val_y` (drawn per seed). Inputs
+    that already carry the dataset's own val split (CoOp's format) keep min(K, 4) of its images per class instead,
+    as CoOp's datasets draw their few-shot val (`generate_fewshot_dataset(val, min(K, 4))`)."""
     if cfg.shots == "all":
         return inp, list(train_ids)
     idx = sample_shots(inp.train_y, cfg.shots, seed, classes=classes)
-    val = outside_shots(inp.train_y, idx, shots=cfg.shots, seed=seed, classes=classes)
+    if inp.val_feat is not None:
+        own = sample_shots(inp.val_y, val_shots(cfg.shots), seed, classes=classes)
+        val_feat, val_y = inp.val_feat[own], inp.val_y[own]
+    else:
+        val = outside_shots(inp.train_y, idx, shots=cfg.shots, seed=seed, classes=classes)
+        val_feat, val_y = inp.train_feat[val], inp.train_y[val]
     ids = [train_ids[i] for i in idx.tolist()]
     cents = None
     if cfg.centroids_from == "shots":
@@ -68,7 +75,7 @@ def few_shot_inputs(inp: MethodInputs, cfg: TrainConfig, *, seed: int, train_ids
             raise ValueError(f"train.shots={cfg.shots} seed {seed}: {e}") from None
         cents = cents.to(inp.centroids.dtype)
     sub = subset_inputs(inp, idx, centroids=cents)
-    return dataclasses.replace(sub, val_feat=inp.train_feat[val], val_y=inp.train_y[val]), ids
+    return dataclasses.replace(sub, val_feat=val_feat, val_y=val_y), ids
 
 
 def total_steps(cfg: TrainConfig, n_full: int) -> int:

@@ -6,7 +6,8 @@
 `clip.unlocked_groups: 1` caches the pooled `ln_post` class token [N, width] (only `visual.proj`
 trains, as in the paper); `2` caches the tokens entering the last block [N, T, width].
 `clip.augment_views: K > 0` also caches K augmented views of every training image ("aug", [N, K, ...];
-test rows stay zero, `has_aug` marks the rows that hold views).
+test rows stay zero, `has_aug` marks the rows that hold views). `is_test` marks the test rows; `is_val`, written
+only for a dataset with its own validation split (CoOp's format), marks those.
 Device, batch size, workers and precision change no result beyond float rounding, so they are flags,
 not params: DataLoader workers decode in parallel into pinned memory, the model runs in inference mode
 under bf16/fp16 autocast on CUDA with channels-last input.
@@ -102,6 +103,9 @@ def main(params: Params, *, raw: Path, manifest: Path, out: Path, device: str = 
     feats = extract_features(model, preprocess, raw, records, **run)
     is_test = torch.tensor([r.split == "test" for r in records])
     tensors = {"feat": feats, "is_test": is_test}
+    is_val = torch.tensor([r.split == "val" for r in records])
+    if is_val.any():  # the dataset's own validation split (CoOp's format): neither trained on nor tested
+        tensors["is_val"] = is_val
     if cfg.augment_views > 0:
         train_rows = [k for k, r in enumerate(records) if r.split == "train"]
         items = [(k, v) for k in train_rows for v in range(1, cfg.augment_views + 1)]
@@ -109,7 +113,7 @@ def main(params: Params, *, raw: Path, manifest: Path, out: Path, device: str = 
                                  seed=cfg.init_seed, **run)
         aug = torch.zeros((len(records), cfg.augment_views, *feats.shape[1:]))  # [N, K, ...]
         aug[torch.tensor(train_rows)] = views.view(len(train_rows), cfg.augment_views, *feats.shape[1:])
-        tensors.update(aug=aug, has_aug=~is_test)
+        tensors.update(aug=aug, has_aug=torch.tensor([r.split == "train" for r in records]))
     meta = {**clip_meta(cfg), "unlocked_groups": cfg.unlocked_groups, "augment_views": cfg.augment_views,
             "preprocess": repr(preprocess), "precision": autocast_for(device, precision)[1], "device": device,
             # where the trainable tail starts and CLIP's temperature: the train stage of a method that never runs
