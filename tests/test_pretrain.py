@@ -150,7 +150,7 @@ def test_interrupted_pretraining_resumes_to_the_same_weights(tmp_path):
     first, _ = fresh()
     with pytest.raises(Killed):
         train_clip(first, tok, corpus, cfg, on_step=kill_at_6, resume=resume, save_every=4)
-    assert torch.load(resume, weights_only=False)["step"] == 4
+    assert torch.load(resume, weights_only=True)["step"] == 4
     second, _ = fresh()
     resumed = train_clip(second, tok, corpus, cfg, resume=resume, save_every=4)
     assert [r["loss"] for r in resumed] == [r["loss"] for r in full]

@@ -136,7 +136,7 @@ def load_classifier(folder: str | Path) -> tuple[ImageClassifier, Any, list[str]
             visual = open_clip.create_model(cfg.model, pretrained=None).visual
         finally:
             logging.disable(logging.NOTSET)
-        visual.load_state_dict(torch.load(folder / VISUAL, map_location="cpu"))
+        visual.load_state_dict(torch.load(folder / VISUAL, map_location="cpu", weights_only=True))
     else:
         if spec["weights"] == "checkpoint":
             path = Path(cfg.pretrained)
@@ -144,7 +144,7 @@ def load_classifier(folder: str | Path) -> tuple[ImageClassifier, Any, list[str]
                 raise FileNotFoundError(f"{folder / SPEC}: CLIP checkpoint {path} is missing or not the file the "
                                         f"model was trained with (sha256 {spec['checkpoint_sha256'][:12]}...)")
         visual = build_clip(cfg)[0].visual  # pretrained tag: open_clip's cache, or a clear error saying how to fetch
-    trainable = torch.load(folder / TRAINABLE, map_location="cpu")
+    trainable = torch.load(folder / TRAINABLE, map_location="cpu", weights_only=True)
     tail = VisionTail(visual, cfg.unlocked_groups)
     tail.load_state_dict(trainable["tail"])
     h = trainable["head"]

@@ -138,9 +138,19 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def _save_state(path: Path, state: dict) -> None:
+    """Write the resume state: tensors, dicts, lists, tuples, str, int, float, bool and None only, so that
+    `torch.load(..., weights_only=True)` reads it (no pickled code runs when a run resumes; docs/security.md)."""
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)  # atomic: a kill never leaves a torn resume file
+
+
+def _resume_state(model: nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator, *, order: torch.Tensor,
+                  pos: int, step: int, history: list[dict]) -> dict:
+    """What resuming needs, as plain values: the generator's state is a uint8 tensor, the rows plain floats."""
+    return {"model": model.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(), "order": order,
+            "pos": int(pos), "step": int(step), "history": [{k: float(v) if k != "step" else int(v)
+                                                             for k, v in row.items()} for row in history]}
 
 
 def train_clip(model: nn.Module, tokenizer, corpus: Corpus, cfg: PretrainConfig,
@@ -167,7 +177,7 @@ def train_clip(model: nn.Module, tokenizer, corpus: Corpus, cfg: PretrainConfig,
     history: list[dict] = []
     order, pos, start = torch.randperm(n, generator=gen), 0, 0
     if resume is not None and resume.is_file():
-        state = torch.load(resume, weights_only=False)
+        state = torch.load(resume, weights_only=True)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         gen.set_state(state["gen"])
@@ -201,8 +211,7 @@ def train_clip(model: nn.Module, tokenizer, corpus: Corpus, cfg: PretrainConfig,
         bar.update(1)
         bar.set_postfix(loss=f"{row['loss']:.3f}", scale=f"{row['logit_scale']:.1f}")
         if resume is not None and (step + 1) % save_every == 0 and step + 1 < cfg.steps:
-            _save_state(resume, {"model": model.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
-                                 "order": order, "pos": pos, "step": step + 1, "history": history})
+            _save_state(resume, _resume_state(model, opt, gen, order=order, pos=pos, step=step + 1, history=history))
         if on_step:
             on_step(row)
     bar.close()
