@@ -15,8 +15,20 @@ Nothing is computed in the server: it only imports, so a child starts from the s
 (no thread pools started, no random draws; the random modules are re-seeded from the OS as at start-up), and a
 stage's numbers are the same bits either way (tests/test_zygote.py). lmmreg itself is imported by each child from
 the caller's `PYTHONPATH` (its checkout's src/), never by the server, so a queued experiment's temporary checkout
-runs its own code. One server serves one venv and environment (the key hashes the interpreter, its
-site-packages, this file and the variables read at import time); it exits after IDLE_S seconds without work.
+runs its own code. It exits after IDLE_S seconds without work.
+
+Safe on a shared machine (docs/security.md):
+- the socket directory ($XDG_RUNTIME_DIR or /tmp, `lmmreg-zygote-<uid>`) is used only if it is a directory, not a
+  symlink (lstat), owned by this user, mode 0700, in a parent no other user can rename it out of; otherwise the
+  client says why on one line of stderr and runs the stage plainly. The lock and log files are opened O_NOFOLLOW;
+- both ends check the other's uid (SO_PEERCRED) before anything passes: a client sends its environment (secrets
+  included) and descriptors only to a server of its own user, and a server drops a connection from another user;
+- one server serves one state: the key hashes the interpreter, its site-packages, this file, the whole environment
+  but DENY_ENV (variables that change per call and that no preloaded library reads), the CPU affinity, nice
+  value, rlimits and groups. A client never gets a server started with another HF_HUB_CACHE, thread count or
+  memory limit;
+- where a GPU is visible the server is off (plain `python -m`) unless LMMREG_ZYGOTE_GPU=1: nothing here tests a
+  CUDA stage in a child forked from a process that imported torch.
 
 `LMMREG_ZYGOTE=0` turns it off (plain `python -m`). Anything that goes wrong before the child starts (no server,
 a server that cannot start, not Linux) falls back to a plain `python -m` as well, so the stage runs either way.
@@ -28,17 +40,33 @@ import json
 import os
 import signal
 import socket
+import stat
 import struct
 import sys
+from collections.abc import Iterable, Mapping
 
 # Imported by the server before it listens; a child still imports what is missing here, just more slowly.
 PRELOAD = ("torch", "torch._dynamo", "torch.optim", "numpy", "yaml", "PIL.Image", "tqdm", "mlflow",
            "mlflow.tracking", "mlflow.store.tracking.sqlalchemy_store", "sklearn.linear_model", "sklearn.metrics",
            "threadpoolctl", "open_clip")
-# Read by libraries when they are imported (thread pools, BLAS, CUDA, text encoding): a server is per value.
-KEY_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS", "CUDA_VISIBLE_DEVICES",
-           "LD_LIBRARY_PATH", "LD_PRELOAD", "PYTHONHASHSEED", "PYTHONIOENCODING", "LANG", "LC_ALL", "LC_CTYPE",
-           "PYTHONWARNINGS", "HF_HOME", "TORCH_HOME", "MLFLOW_TRACKING_URI")
+# The server is keyed on every environment variable but these. Each changes from one call to the next, and leaving
+# it out is safe because no preloaded library reads it at import time: a child runs with the caller's whole
+# environment, these included, so the stage still sees its own value.
+DENY_ENV = frozenset({
+    "PYTHONPATH",  # a checkout's src/ (bin/python sets it); the server starts without it and never imports lmmreg
+    "DVC_STAGE",  # the stage's name (DVC sets it per stage); read by DVC, not at import
+    "DVC_ROOT",  # the project root, per checkout (a queued experiment's temp copy); lmmreg reads it in the child
+    "DVC_EXP_NAME",  # per experiment (DVC sets them for queued runs); read by DVC and lmmreg in the child
+    "DVC_EXP_BASELINE_REV",
+    "PWD",  # the shell's idea of the working directory; the child chdirs to the caller's (sent on its own)
+    "OLDPWD",
+    "_",  # the shell's last command (a checkout's bin/python)
+    "SHLVL",  # how deep the shell is nested
+    "MAKELEVEL",  # make's recursion bookkeeping (`make repro` vs `dvc repro`); read by make alone
+    "MAKEFLAGS",
+    "MFLAGS",
+})
+GPU_ENV = "LMMREG_ZYGOTE_GPU"  # "1": use the server where a GPU is visible too (off there by default)
 IDLE_S = float(os.environ.get("LMMREG_ZYGOTE_IDLE_S", "300"))
 START_TIMEOUT_S = 90.0  # importing PRELOAD on a busy 2-core machine; after that the stage runs without the server
 
@@ -46,8 +74,11 @@ START_TIMEOUT_S = 90.0  # importing PRELOAD on a busy 2-core machine; after that
 # ----------------------------------------------------------------------------------------------- shared
 
 def _key() -> str:
+    """The server for this interpreter, its packages, this file and this process's state (environment, CPU
+    affinity, nice, rlimits, groups): a server is shared only by callers it would have started identically."""
     import glob
     import hashlib
+    import resource
 
     # the client runs with -S (no site): the venv's site-packages from its prefix
     site = sorted(glob.glob(os.path.join(sys.prefix, "lib", "python*", "site-packages")))
@@ -60,16 +91,80 @@ def _key() -> str:
             pass
     with open(__file__, "rb") as f:
         h.update(f.read())
-    for var in KEY_ENV:
-        h.update(f"{var}={os.environ.get(var, '')}\0".encode())
+    for var, value in sorted(os.environ.items()):
+        if var not in DENY_ENV:
+            h.update(f"{var}={value}\0".encode())
+    limits = [(n, resource.getrlimit(getattr(resource, n))) for n in sorted(dir(resource)) if n.startswith("RLIMIT_")]
+    state = (sorted(os.sched_getaffinity(0)), os.getpriority(os.PRIO_PROCESS, 0), limits, os.getgid(), os.getegid(),
+             sorted(os.getgroups()))
+    h.update(repr(state).encode())
     return h.hexdigest()[:16]
 
 
+class UnsafeDir(Exception):
+    """The socket directory is not this user's alone: the stage runs without the server."""
+
+
+def dir_problem(st: os.stat_result, uid: int) -> str | None:
+    """Why a socket directory with this lstat result must not be used by `uid`, or None where it may."""
+    if stat.S_ISLNK(st.st_mode):
+        return "it is a symlink"
+    if not stat.S_ISDIR(st.st_mode):
+        return "it is not a directory"
+    if st.st_uid != uid:
+        return f"it is owned by uid {st.st_uid}, not {uid}"
+    if st.st_mode & 0o777 != 0o700:  # (a setgid bit, inherited from a parent, lets no one in)
+        return f"it has mode {st.st_mode & 0o777:04o}, not 0700"
+    return None
+
+
+def peer_problem(peer: int, uid: int) -> str | None:
+    """Why the other end of a connection, whose SO_PEERCRED uid is `peer`, must not be talked to, or None."""
+    return None if peer == uid else f"its peer is uid {peer}, not {uid}"
+
+
+def peer_uid(sock: socket.socket) -> int:
+    """The uid of the process at the other end of a connected Unix socket (the kernel's word: SO_PEERCRED)."""
+    _pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    return uid
+
+
+def gpu_visible(env: Mapping[str, str], devices: Iterable[str]) -> bool:
+    """Whether CUDA (or ROCm) would see a GPU, from the environment and the names in /dev alone (no torch)."""
+    cvd = env.get("CUDA_VISIBLE_DEVICES")
+    if cvd is not None:  # CUDA reads the list up to its first invalid entry: "", "-1" hide every GPU
+        first = cvd.split(",")[0].strip()
+        return bool(first) and not first.startswith("-")
+    return any(d == "kfd" or (d.startswith("nvidia") and d[6:].isdigit()) for d in devices)
+
+
+def _devices() -> list[str]:
+    try:
+        return os.listdir("/dev")
+    except OSError:
+        return []
+
+
 def _dir() -> str:
-    d = os.environ.get("LMMREG_ZYGOTE_DIR") or os.path.join(
-        os.environ.get("XDG_RUNTIME_DIR") or "/tmp", f"lmmreg-zygote-{os.getuid()}")
-    os.makedirs(d, mode=0o700, exist_ok=True)
+    """This user's socket directory (made 0700 if missing); UnsafeDir where another user could reach into it."""
+    d = os.path.abspath(os.environ.get("LMMREG_ZYGOTE_DIR") or os.path.join(
+        os.environ.get("XDG_RUNTIME_DIR") or "/tmp", f"lmmreg-zygote-{os.getuid()}"))
+    try:
+        os.makedirs(d, mode=0o700)
+    except FileExistsError:  # a directory, or something else at its name (a symlink, a file): lstat says which
+        pass
+    problem = dir_problem(os.lstat(d), os.getuid())
+    parent = os.stat(os.path.dirname(d))
+    if problem is None and parent.st_mode & 0o022 and not parent.st_mode & stat.S_ISVTX:
+        problem = "its parent is writable by others and not sticky (they could swap the directory)"
+    if problem is not None:
+        raise UnsafeDir(f"{d}: {problem}")
     return d
+
+
+def _open_private(path: str, flags: int) -> int:
+    """A file in the socket directory, never through a symlink someone left at its name."""
+    return os.open(path, flags | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
 
 
 def _send(sock: socket.socket, obj: dict, fds: list[int] | None = None) -> None:
@@ -129,7 +224,7 @@ def _server(path: str) -> socket.socket | None:
     sock = _connect(path)
     if sock is not None:
         return sock
-    with open(path + ".lock", "w") as lock:
+    with open(_open_private(path + ".lock", os.O_RDWR), "r+b") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         sock = _connect(path)  # another client started it meanwhile
         if sock is not None:
@@ -137,9 +232,12 @@ def _server(path: str) -> socket.socket | None:
         if os.path.exists(path):
             os.unlink(path)  # a server that died without cleaning up
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # no checkout's src/ in the server
-        proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "serve", path], env=env, cwd="/",
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=open(path + ".log", "ab"), close_fds=True)
+        log = _open_private(path + ".log", os.O_WRONLY | os.O_APPEND)
+        try:
+            proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "serve", path], env=env, cwd="/",
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, close_fds=True)
+        finally:
+            os.close(log)
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -154,8 +252,17 @@ def client(args: list[str]) -> None:
     """Run `python <args>` (`-m module ...`) in a child of the server; exit as it exited."""
     if os.environ.get("LMMREG_ZYGOTE", "1") == "0" or not sys.platform.startswith("linux") or args[:1] != ["-m"]:
         _plain(args)
+    if os.environ.get(GPU_ENV) != "1" and gpu_visible(os.environ, _devices()):
+        _plain(args)  # docs/security.md: off where a GPU is visible, unless asked for
     try:
         sock = _server(os.path.join(_dir(), _key() + ".sock"))
+        if sock is not None and (problem := peer_problem(peer_uid(sock), os.getuid())) is not None:
+            sock.close()
+            raise UnsafeDir(f"the server's socket: {problem}")
+    except UnsafeDir as e:
+        sys.stderr.write(f"lmmreg.zygote: not using the warm interpreter ({e}); running {args[1]} plainly\n")
+        sys.stderr.flush()
+        sock = None
     except OSError:
         sock = None
     if sock is None:
@@ -297,6 +404,7 @@ def serve(path: str) -> None:
               file=sys.stderr)
         sys.exit(1)
     os.setpgid(0, 0)  # a Ctrl-C meant for one stage does not stop the server other stages use
+    os.umask(0o077)  # its socket is this user's alone, whatever the directory (each child gets its caller's umask)
     rfd, wfd = os.pipe()
     os.set_blocking(wfd, False)
     signal.set_wakeup_fd(wfd)
@@ -341,6 +449,10 @@ def serve(path: str) -> None:
             for key, _ in sel.select(timeout=5.0):
                 if key.data == "accept":
                     conn, _ = listener.accept()
+                    if (problem := peer_problem(peer_uid(conn), os.getuid())) is not None:
+                        print(f"lmmreg.zygote: dropped a connection: {problem}", file=sys.stderr, flush=True)
+                        conn.close()  # before reading a byte: descriptors it sent are closed with it
+                        continue
                     readers[conn] = _Reader(conn)
                     sel.register(conn, selectors.EVENT_READ, "conn")
                 elif key.data == "child":
@@ -404,7 +516,12 @@ def stop() -> int:
     import glob
 
     n = 0
-    for path in glob.glob(os.path.join(_dir(), "*.sock")):
+    try:
+        d = _dir()
+    except (UnsafeDir, OSError) as e:
+        print(f"lmmreg.zygote: {e}", file=sys.stderr)
+        return 0
+    for path in glob.glob(os.path.join(d, "*.sock")):
         try:
             os.unlink(path)
             n += 1
