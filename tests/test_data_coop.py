@@ -361,3 +361,21 @@ def test_coop11_config_lists_the_eleven_and_the_doctor_says_which_are_in_place(t
                                                       "there, then `dvc add` it; see docs/datasets.md)")
     assert "KaiyangZhou/CoOp/blob/main/DATASETS.md" in checks["dataset food101"].fix
     assert OK not in {c.status for c in checks.values()}
+
+
+def test_literature_rows_carry_their_protocol_and_only_the_elevens():
+    from lmmreg.report.literature import ELEVEN, GDA, TIP_ADAPTER, literature_rows, rows_for
+
+    rows = literature_rows()
+    assert {r.dataset for r in rows} == set(ELEVEN)
+    for ds in ELEVEN:  # GDA, Tip-Adapter(-F) and CLIP-Adapter at every K, and one zero-shot row
+        assert Counter(r.method for r in rows_for(ds)) == {"GDA": 5, "Tip-Adapter": 5, "Tip-Adapter-F": 5,
+                                                            "CLIP-Adapter": 5, "zero_shot (CLIP)": 1}
+    gda = rows_for("fgvc_aircraft", shots=16)
+    gda = next(r for r in gda if r.method == "GDA")
+    assert gda.per_seed == (40.89, 40.80, 40.14) and gda.accuracy == 40.61 and gda.protocol is GDA
+    assert "test" in GDA.notes and "RN50" in GDA.backbone  # ImageNet's alpha chosen on test: said, not hidden
+    tip_f = next(r for r in rows_for("imagenet", shots=16) if r.method == "Tip-Adapter-F")
+    assert tip_f.accuracy == 65.51 and tip_f.protocol is TIP_ADAPTER and "test set" in TIP_ADAPTER.notes
+    with pytest.raises(ValueError, match="CoOp's eleven only"):
+        rows_for("demo")
