@@ -33,9 +33,13 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
+from lmmreg.clip.build import build_clip
+from lmmreg.clip.precision import autocast_for
+from lmmreg.clip.text import embed_texts
+from lmmreg.clip.vision import VisionTail, encode_boundary
 from lmmreg.config import ClipConfig
 from lmmreg.data.manifest import Record
-from lmmreg.encoders import EmbeddingClassifier, VisionTail, autocast_for, build_clip, embed_texts, encode_boundary
+from lmmreg.heads import EmbeddingClassifier
 from lmmreg.stages.features import ManifestImages, extract_features
 
 log = logging.getLogger("bench_clip")

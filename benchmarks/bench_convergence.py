@@ -164,8 +164,8 @@ def folder_counts(root: Path) -> dict[str, dict[str, int]]:
 
 def choose_clip(explicit: Path | None, raw: dict, *, random_init: bool = False) -> tuple[str, str]:
     """(clip.pretrained to use, a sentence saying which CLIP that is and why)."""
+    from lmmreg.clip.build import build_clip
     from lmmreg.config import parse_params
-    from lmmreg.encoders import build_clip
 
     if random_init:
         return "", f"RANDOM-INIT CLIP ({raw['clip']['model']}, clip.pretrained: \"\"): asked for by --random-init"

@@ -19,8 +19,10 @@ import time
 
 import torch
 
+from lmmreg.clip.build import build_clip
+from lmmreg.clip.text import embed_texts
+from lmmreg.clip.vision import VisionTail
 from lmmreg.config import BaselinesConfig, ClipConfig, CoOpConfig, ProLIPConfig, TrainConfig
-from lmmreg.encoders import VisionTail, build_clip, embed_texts
 from lmmreg.methods import MethodInputs, run_method
 from lmmreg.methods import prolip as prolip_mod
 from lmmreg.methods.base import RunContext, quiet

@@ -23,9 +23,10 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_clip import append_section, machine, matmul_flops  # noqa: E402
 
+from lmmreg.clip.build import build_clip  # noqa: E402
+from lmmreg.clip.text import encode_text_tokens, trim_padding  # noqa: E402
 from lmmreg.config import ClipConfig, PretrainConfig  # noqa: E402
 from lmmreg.data.corpus import TRAIN  # noqa: E402
-from lmmreg.encoders import build_clip, encode_text_tokens, trim_padding  # noqa: E402
 from lmmreg.pretrain import parameter_groups, render_corpus, to_model_input  # noqa: E402
 
 

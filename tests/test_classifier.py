@@ -1,6 +1,6 @@
 """The deployable classifier's folder: what it holds for each kind of CLIP weights, and that it rebuilds the
 same model (tiny registered CLIP; the pretrained-tag case needs downloaded weights and is covered by the error
-path in tests/test_encoders.py)."""
+path in tests/test_clip_build.py)."""
 
 import dataclasses
 
@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from lmmreg import classifier
+from lmmreg.clip.build import build_clip
+from lmmreg.clip.vision import VisionTail
 from lmmreg.config import ClipConfig
-from lmmreg.encoders import VisionTail, build_clip
 
 pytestmark = pytest.mark.slow  # imports mlflow.pyfunc and builds CLIP several times
 
@@ -33,7 +34,7 @@ def _images(n: int = 4) -> list[np.ndarray]:
 
 def _reference(visual, trainable, transform, images) -> list[str]:
     """The same computation written out: boundary features -> trained projection -> head."""
-    from lmmreg.encoders import encode_boundary
+    from lmmreg.clip.vision import encode_boundary
 
     with torch.no_grad():
         x = torch.stack([transform(classifier.to_image(i)) for i in images])

@@ -103,8 +103,10 @@ def test_stage_stops_with_one_line(tmp_path):
 def test_damaged_clip_checkpoint_names_the_file(tmp_path):
     import open_clip
 
+    from lmmreg.clip.arch import register_model_configs
+    from lmmreg.clip.build import build_clip
+    from lmmreg.clip.weights import save_clip_checkpoint
     from lmmreg.config import ClipConfig
-    from lmmreg.encoders import build_clip, register_model_configs, save_clip_checkpoint
 
     register_model_configs()
     ckpt = tmp_path / "models/clip_pretrain/checkpoint.pt"

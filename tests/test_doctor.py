@@ -15,7 +15,8 @@ import huggingface_hub.constants
 import pytest
 import yaml
 
-from lmmreg import doctor, encoders  # encoders imports open_clip up front: the timed checks time no import
+from lmmreg import doctor
+from lmmreg.clip.weights import pretrained_tag_cfg
 from lmmreg.config import parse_params
 from lmmreg.doctor import MISSING, OK, WARN
 from tests.conftest import REPO
@@ -95,7 +96,7 @@ def test_prepare_stage_names_layout_source_and_place(tmp_path):
 
 def test_missing_weights_offline_in_seconds(no_network_weights):
     params = parse_params(paper_params())
-    assert encoders.pretrained_tag_cfg(params.clip)["hf_hub"]
+    assert pretrained_tag_cfg(params.clip)["hf_hub"]
     t0 = time.monotonic()
     check = doctor.check_weights(params, no_network_weights)
     assert time.monotonic() - t0 < 30  # seconds, not the 90 s of hub retries (CI shares its cores)
@@ -123,7 +124,8 @@ def test_weights_in_the_hub_cache_are_ready(no_network_weights):
 def test_local_checkpoint_is_ready_and_a_missing_path_is_not(tmp_path):
     import open_clip
 
-    from lmmreg.encoders import register_model_configs, save_clip_checkpoint
+    from lmmreg.clip.arch import register_model_configs
+    from lmmreg.clip.weights import save_clip_checkpoint
 
     register_model_configs()
     model = open_clip.create_model("lmmreg-tiny-quickgelu")
@@ -331,7 +333,8 @@ def test_paper_setting_without_server_and_weights(tmp_path):
 def test_paper_setting_ready_with_a_server_and_a_local_checkpoint(tmp_path, capsys, monkeypatch):
     import open_clip
 
-    from lmmreg.encoders import register_model_configs, save_clip_checkpoint
+    from lmmreg.clip.arch import register_model_configs
+    from lmmreg.clip.weights import save_clip_checkpoint
 
     root = tmp_path / "project"
     root.mkdir()

@@ -5,8 +5,8 @@ import torch
 from torch import nn
 
 from lmmreg.config import TrainConfig
-from lmmreg.encoders import EmbeddingClassifier
 from lmmreg.engine import fit
+from lmmreg.heads import EmbeddingClassifier
 
 
 def _data(n=96, d=8, c=3, seed=0):

@@ -15,8 +15,10 @@ import torch.nn.functional as F
 from open_clip.transformer import QuickGELU
 from torch import nn
 
+from lmmreg.clip.build import build_clip
+from lmmreg.clip.vision import VisionTail, encode_boundary
 from lmmreg.config import ClipConfig
-from lmmreg.encoders import EmbeddingClassifier, VisionTail, build_clip, encode_boundary
+from lmmreg.heads import EmbeddingClassifier
 
 TOL = dict(rtol=1e-4, atol=1e-5)
 

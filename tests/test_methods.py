@@ -13,6 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmmreg.clip.build import build_clip
+from lmmreg.clip.text import embed_texts
+from lmmreg.clip.vision import VisionTail
 from lmmreg.config import (
     BaselinesConfig,
     ClipAdapterConfig,
@@ -24,10 +27,10 @@ from lmmreg.config import (
     TrainConfig,
     parse_params,
 )
-from lmmreg.encoders import VisionTail, build_clip, embed_texts
 from lmmreg.engine import cosine_schedule
+from lmmreg.heads import CosineHead
 from lmmreg.methods import REGISTRY, MethodInputs, get_method, run_method
-from lmmreg.methods.base import FixedHead, RunContext
+from lmmreg.methods.base import RunContext
 from lmmreg.validation import holdout_split
 from tests.conftest import small_raw_params
 
@@ -68,7 +71,7 @@ def _ctx(baselines: BaselinesConfig | None = None, seed: int = 0) -> RunContext:
 
 def _zero_shot_cos(inp: MethodInputs, feat: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
-        return FixedHead(inp.class_text)(inp.tail(feat))[1]  # [N, C] cosine similarities
+        return CosineHead(inp.class_text)(inp.tail(feat))  # [N, C] cosine similarities
 
 
 FAST = BaselinesConfig(prolip=ProLIPConfig(steps=5, lr_grid=[1.0e-3, 1.0e-5], reg_grid=[1.0, 0.0]),

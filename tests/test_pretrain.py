@@ -9,10 +9,11 @@ import json
 import pytest
 import torch
 
+from lmmreg.clip.build import build_clip
+from lmmreg.clip.weights import read_checkpoint_meta, save_clip_checkpoint
 from lmmreg.config import ClipConfig, ConfigError, DemoConfig, PretrainConfig, parse_params
 from lmmreg.data.corpus import HELDOUT, TRAIN, CaptionSpec, corpus_item, fitting_scene, world_prototypes
 from lmmreg.data.demo import generate_demo
-from lmmreg.encoders import build_clip, read_checkpoint_meta, save_clip_checkpoint
 from lmmreg.pretrain import evaluate_clip, render_corpus, retrieval, train_clip
 from lmmreg.report import demo_banner
 from lmmreg.stages import pretrain_clip

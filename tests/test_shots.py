@@ -13,9 +13,8 @@ from torch import nn
 from lmmreg.artifacts import Artifact
 from lmmreg.centroids import compute_centroids
 from lmmreg.config import TrainConfig, parse_params
-from lmmreg.encoders import EmbeddingClassifier
 from lmmreg.engine import budget_schedule, fit
-from lmmreg.heads import init_head
+from lmmreg.heads import EmbeddingClassifier, init_head
 from lmmreg.identity import run_identity, study_id, study_point
 from lmmreg.methods import MethodInputs
 from lmmreg.shots import few_shot_inputs, sample_shots, total_steps

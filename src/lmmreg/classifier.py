@@ -30,11 +30,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from lmmreg.clip.build import build_clip
+from lmmreg.clip.vision import VisionTail, encode_boundary
 from lmmreg.config import ClipConfig
-from lmmreg.encoders import VisionTail, build_clip, encode_boundary
+from lmmreg.heads import CosineHead
 from lmmreg.tracking import quiet_model_logging
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # before mlflow is imported: no network lookup
@@ -46,17 +47,6 @@ log = logging.getLogger(__name__)
 
 SERVABLE = ("zero_shot", "zero_shot_lmm", "linear_probe", "finetune", "lmm_reg")
 SPEC, TRAINABLE, VISUAL = "spec.json", "trainable.pt", "visual.pt"
-
-
-class CosineHead(nn.Module):
-    """Zero-shot head: cosine similarity to fixed class vectors (CLIP text prompts or LMM centroids)."""
-
-    def __init__(self, weight: torch.Tensor):
-        super().__init__()
-        self.register_buffer("weight", F.normalize(weight, dim=-1))  # [C, D]
-
-    def forward(self, emb: torch.Tensor) -> torch.Tensor:
-        return F.normalize(emb, dim=-1) @ self.weight.T
 
 
 class ImageClassifier(nn.Module):
@@ -122,8 +112,8 @@ def load_classifier(folder: str | Path) -> tuple[ImageClassifier, Any, list[str]
     import open_clip
     from open_clip.transform import PreprocessCfg, image_transform_v2
 
+    from lmmreg.clip.arch import register_model_configs
     from lmmreg.data.manifest import sha256_file
-    from lmmreg.encoders import register_model_configs
 
     folder = Path(folder)
     spec = json.loads((folder / SPEC).read_text())

@@ -92,7 +92,8 @@ def check_datasets(params: Params, root: Path) -> list[Check]:
 
 def check_weights(params: Params, root: Path) -> Check:
     """The CLIP weights on this machine, or how to get them; never downloads."""
-    from lmmreg import encoders
+    from lmmreg.clip.weights import WeightsNotFoundError, pretrained_tag_cfg, resolve_weights
+    from lmmreg.network import probe_host, weights_host
 
     cfg = params.clip
     name = "CLIP weights"
@@ -103,13 +104,13 @@ def check_weights(params: Params, root: Path) -> Check:
             pretrained.parts[:2] == ("models", "clip_pretrain"):
         return Check(name, OK, f"{cfg.model}: written by the pretrain_clip stage (demo)")
     try:
-        w = encoders.resolve_weights(cfg, download=False)
-    except encoders.WeightsNotFoundError as e:
+        w = resolve_weights(cfg, download=False)
+    except WeightsNotFoundError as e:
         first, *fetch = str(e).split("\n")
-        tag_cfg = encoders.pretrained_tag_cfg(cfg)
+        tag_cfg = pretrained_tag_cfg(cfg)
         if tag_cfg:
-            host, port = encoders.weights_host(tag_cfg)
-            problem = encoders.probe_host(host, port, PROBE_TIMEOUT_S)
+            host, port = weights_host(tag_cfg)
+            problem = probe_host(host, port, PROBE_TIMEOUT_S)
             if problem is None:
                 return Check(name, WARN, f"{cfg.model}/{cfg.pretrained}: not in the local caches; {host} is "
                                          "reachable, the first CLIP stage downloads them",
@@ -260,7 +261,7 @@ def _model_dims(model: str) -> dict:
     """Sizes of an open_clip architecture from its config: parameters, feature width, tokens, embedding dim."""
     import open_clip
 
-    from lmmreg.encoders import register_model_configs
+    from lmmreg.clip.arch import register_model_configs
 
     register_model_configs()
     mc = open_clip.get_model_config(model) or {}
@@ -396,7 +397,7 @@ def check_dvc_remote(root: Path) -> Check:
     """The default DVC remote, if one is configured: a folder that exists and is writable, or a host that answers."""
     from urllib.parse import urlsplit
 
-    from lmmreg.encoders import probe_host
+    from lmmreg.network import probe_host
 
     conf = _dvc_config(root)
     remote = conf.get("core", "remote", fallback="")

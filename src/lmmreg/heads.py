@@ -1,4 +1,5 @@
-"""`train.head_init`: where the linear head over CLIP embeddings starts.
+"""The heads over CLIP embeddings x = f(I): the trained linear head (:class:`EmbeddingClassifier`), the fixed
+cosine head of zero-shot classification (:class:`CosineHead`), and `train.head_init`, where the linear head starts:
 
 - `random`: PyTorch's default `nn.Linear` initialisation (the paper).
 - `class_text`: the rows are the class-prompt text embeddings, so the untrained head already is zero-shot CLIP.
@@ -19,6 +20,30 @@ import torch.nn.functional as F
 from torch import nn
 
 INIT_TEMPERATURE = 1 / 0.07
+
+
+class EmbeddingClassifier(nn.Module):
+    """x = tail(input); logits = head(x). Returns both: the loss regularises x (Eq. 2)."""
+
+    def __init__(self, tail: nn.Module, embed_dim: int, num_classes: int):
+        super().__init__()
+        self.tail = tail
+        self.head = nn.Linear(embed_dim, num_classes)
+
+    def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        emb = self.tail(inputs)  # [B, D]
+        return emb, self.head(emb)  # [B, D], [B, C]
+
+
+class CosineHead(nn.Module):
+    """Zero-shot head: cosine similarity of x [B, D] to fixed class vectors (CLIP text prompts or LMM centroids)."""
+
+    def __init__(self, weight: torch.Tensor):
+        super().__init__()
+        self.register_buffer("weight", F.normalize(weight, dim=-1))  # [C, D]
+
+    def forward(self, emb: torch.Tensor) -> torch.Tensor:
+        return F.normalize(emb, dim=-1) @ self.weight.T
 
 
 def head_weights(mode: str, *, class_text: torch.Tensor, centroids: torch.Tensor, in_dim: int) -> torch.Tensor | None:

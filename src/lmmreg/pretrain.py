@@ -26,10 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmmreg.clip.text import encode_text_tokens, trim_padding
 from lmmreg.config import PretrainConfig
 from lmmreg.data.corpus import CaptionSpec, corpus_item, world_prototypes
 from lmmreg.data.demo import WORDS, vocab
-from lmmreg.encoders import encode_text_tokens, trim_padding
 from lmmreg.progress import progress
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from lmmreg.config import BaselinesConfig, TrainConfig
@@ -139,18 +138,6 @@ def check_inputs(spec: MethodSpec, inp: MethodInputs) -> None:
 
 
 # ------------------------------------------------------------------ helpers the families share
-
-
-class FixedHead(nn.Module):
-    """Cosine similarity to fixed class vectors, scaled; returns (emb, logits) like a trained model."""
-
-    def __init__(self, weights: torch.Tensor, scale: float = 1.0):
-        super().__init__()
-        self.register_buffer("w", F.normalize(weights, dim=-1))  # [C, D]
-        self.scale = scale
-
-    def forward(self, emb):
-        return emb, self.scale * F.normalize(emb, dim=-1) @ self.w.T
 
 
 class ScoreModel(nn.Module):

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmmreg.encoders import can_trim_padding, encode_text_embeddings, trim_padding
+from lmmreg.clip.text import can_trim_padding, encode_text_embeddings, trim_padding
 from lmmreg.engine import FitResult, cosine_schedule, fit
 from lmmreg.methods.base import MethodInputs, RunContext, frozen_embeddings, register, with_epochs
 

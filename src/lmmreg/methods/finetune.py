@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import copy
 
-from lmmreg.encoders import EmbeddingClassifier
 from lmmreg.engine import FitResult, fit
-from lmmreg.heads import init_head
+from lmmreg.heads import EmbeddingClassifier, init_head
 from lmmreg.methods.base import MethodInputs, RunContext, register
 
 

@@ -6,7 +6,7 @@ each image's mean description embedding, and the class-name prompt embeddings (z
 
 Writes `descriptions.pt` (one row per description, id `<image id>#<j>`), `image_mean.pt` (one row per
 image) and `class_text.pt` (one row per class), all artifacts aligned by id. Texts are encoded sorted by
-length and padded only to the longest of each batch (exact for CLIP, see `lmmreg.encoders.embed_texts`);
+length and padded only to the longest of each batch (exact for CLIP, see `lmmreg.clip.text.embed_texts`);
 descriptions longer than CLIP's 77 tokens are cut as open_clip cuts them, counted in the log and in the
 artifact meta (`n_truncated`) and flagged per row (`truncated`). Device, batch size and precision are flags.
 """
@@ -22,10 +22,11 @@ import torch
 
 from lmmreg.artifacts import Artifact, save_artifact
 from lmmreg.cli import add_compute_args, batch_size, run_stage, stage_parser
+from lmmreg.clip.build import build_clip, clip_meta
+from lmmreg.clip.text import embed_texts
 from lmmreg.config import Params, stable_hash
 from lmmreg.data.manifest import load_manifest
 from lmmreg.describe.setting import setting_hash
-from lmmreg.encoders import build_clip, clip_meta, embed_texts
 
 log = logging.getLogger(__name__)
 

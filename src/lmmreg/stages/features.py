@@ -25,10 +25,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from lmmreg.artifacts import Artifact, save_artifact
 from lmmreg.cli import add_compute_args, batch_size, run_stage, stage_parser
+from lmmreg.clip.build import build_clip, build_train_transform, clip_meta
+from lmmreg.clip.precision import autocast_for
+from lmmreg.clip.vision import encode_boundary
 from lmmreg.config import Params
 from lmmreg.data.images import load_rgb
 from lmmreg.data.manifest import Record, load_manifest, resolve_image_root
-from lmmreg.encoders import autocast_for, build_clip, build_train_transform, clip_meta, encode_boundary
 from lmmreg.progress import progress
 
 log = logging.getLogger(__name__)

@@ -25,9 +25,10 @@ from PIL import Image
 
 from lmmreg import tracking
 from lmmreg.cli import run_stage, stage_parser
+from lmmreg.clip.build import build_clip
+from lmmreg.clip.weights import save_clip_checkpoint
 from lmmreg.config import ConfigError, Params, stable_hash, to_dict
 from lmmreg.data.corpus import HELDOUT, TRAIN
-from lmmreg.encoders import build_clip, save_clip_checkpoint
 from lmmreg.pretrain import RenderJob, evaluate_clip, render_corpus, train_clip
 
 log = logging.getLogger(__name__)

@@ -35,11 +35,12 @@ import torch
 from lmmreg import threads, tracking
 from lmmreg.artifacts import check_aligned, load_artifact
 from lmmreg.cli import run_stage, stage_parser
+from lmmreg.clip.build import build_clip
+from lmmreg.clip.vision import VisionTail
 from lmmreg.config import Params, to_dict
 from lmmreg.convergence import KNOBS, check_convergence, reference_train_acc
 from lmmreg.data.manifest import load_manifest, manifest_digest
 from lmmreg.describe.setting import setting_hash
-from lmmreg.encoders import VisionTail, build_clip
 from lmmreg.engine import budget_schedule
 from lmmreg.identity import baseline_settings, method_alpha, run_identity, study_id, study_point
 from lmmreg.methods import MethodInputs, get_method, run_method
@@ -327,7 +328,7 @@ def _helper_context(need_clip: bool):
     if "forkserver" not in mp.get_all_start_methods():  # not on Windows
         return mp.get_context("spawn")
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["lmmreg.methods", "lmmreg.tracking", "lmmreg.convergence", "lmmreg.encoders",
+    ctx.set_forkserver_preload(["lmmreg.methods", "lmmreg.tracking", "lmmreg.convergence", "lmmreg.clip.build",
                                 "lmmreg.plan", "lmmreg.shots", "lmmreg.identity", "sklearn.linear_model",
                                 *(["open_clip"] if need_clip else [])])
     return ctx

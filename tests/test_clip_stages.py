@@ -12,10 +12,12 @@ import torch
 from PIL import Image
 
 from lmmreg.artifacts import load_artifact
+from lmmreg.clip.build import build_clip
+from lmmreg.clip.vision import encode_boundary
+from lmmreg.clip.weights import WeightsNotFoundError
 from lmmreg.config import ClipConfig, load_params
 from lmmreg.data.images import load_rgb
 from lmmreg.data.manifest import Record, sha256_file, write_manifest
-from lmmreg.encoders import WeightsNotFoundError, build_clip, encode_boundary
 from lmmreg.stages import embed_text, features
 
 REPO = Path(__file__).resolve().parents[1]
