@@ -62,6 +62,7 @@ DENY_ENV = frozenset({
     "OLDPWD",
     "_",  # the shell's last command (a checkout's bin/python)
     "SHLVL",  # how deep the shell is nested
+    "PS1",  # the prompt: a venv's activate exports it, `bash -c` (how DVC runs a stage) drops it
     "MAKELEVEL",  # make's recursion bookkeeping (`make repro` vs `dvc repro`); read by make alone
     "MAKEFLAGS",
     "MFLAGS",
