@@ -22,10 +22,13 @@ def test_project_params_load():
         ("datasets", ["nope"], "datasets: 'nope' has no entry under sources"),
         ("train.optimizer", "adamw", "train.optimizer: expected one of ['adam', 'sgd']"),
         ("clip.unlocked_groups", 3, "clip.unlocked_groups: expected one of [1, 2]"),
-        ("train.methods", ["finetune", "lmm-reg"], "train.methods[1]: expected one of"),
+        ("train.methods", ["finetune", "finetune"], "train.methods: duplicates in ['finetune', 'finetune']"),
+        ("train.methods", ["finetune", 3], "train.methods[1]: expected str, got int 3"),
         ("train.normalize", "yes", "train.normalize: expected bool"),
         ("seeds", [0, 0], "seeds: duplicates"),
         ("clip.augment_views", -1, "clip.augment_views: must be >= 0"),
+        ("baselines.coop.n_ctx", 0, "baselines.coop.n_ctx: must be >= 1, got 0"),  # a nested section's own check
+        ("pretrain.threads", 0, "pretrain.threads: must be >= 1"),
     ],
 )
 def test_bad_values_name_the_key(key, value, message):

@@ -1,26 +1,24 @@
 """Typed view of `params.yaml`, checked at start-up.
 
-Every section becomes a frozen dataclass. An unknown key, a missing key, a value of the wrong type or
-out of range fails at load time with the dotted key in the message (`train.lr: expected float, got
-str '1e-4' (YAML reads 1e-4 as a string: write 1.0e-4)`).
+Every section becomes a frozen dataclass. An unknown key, a missing key or a value of the wrong type fails at
+load time with the dotted key in the message (`train.lr: expected float, got str '1e-4' (YAML reads 1e-4 as a
+string: write 1.0e-4)`): lmmreg.typed_yaml checks the annotations. A value out of range fails the same way: each
+section's `check(key)`, called when the section is built, checks its own fields under the key it was read at.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A `params.yaml` problem; the message names the file and the dotted key."""
+# The generic converter is lmmreg.typed_yaml; ConfigError, to_dict and stable_hash are re-exported from here, where
+# every module finds its config.
+from lmmreg.typed_yaml import ConfigError, at_least, build, in_unit_interval, join, not_empty, require
+from lmmreg.typed_yaml import stable_hash as stable_hash
+from lmmreg.typed_yaml import to_dict as to_dict
 
 
 @dataclass(frozen=True)
@@ -39,6 +37,14 @@ class DemoConfig:
     # How many main attributes of each class differ between this dataset and what the world's captions
     # associate with the class name (a dataset's own conventions vs the web's: a domain gap zero-shot meets).
     shift: int = 0
+
+    def check(self, key: str) -> None:
+        require(self.n_classes >= 2, join(key, "n_classes"), "must be >= 2")
+        for name in ("train_per_class", "test_per_class"):
+            require(getattr(self, name) >= 1, join(key, name), "must be >= 1")
+        require(self.image_size >= 16, join(key, "image_size"), "must be >= 16")
+        require(0 <= self.shift <= 4, join(key, "shift"), f"must be in 0..4, got {self.shift}")
+        in_unit_interval(self, key, "keep_main", "keep_hidden")
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,13 @@ class DescribeConfig:
     # Backend-specific options (server URL, checkout path, key of the imported file ...).
     options: dict[str, Any] = field(default_factory=dict)
 
+    def check(self, key: str) -> None:
+        require(self.n_descriptions >= 1, join(key, "n_descriptions"), "must be >= 1")
+        require(0 < self.top_p <= 1, join(key, "top_p"), f"must be in (0, 1], got {self.top_p}")
+        require(self.temperature >= 0, join(key, "temperature"), "must be >= 0")
+        require(self.max_new_tokens >= 1, join(key, "max_new_tokens"), "must be >= 1")
+        require(self.too_few_retries >= 0, join(key, "too_few_retries"), "must be >= 0")
+
 
 @dataclass(frozen=True)
 class ClipConfig:
@@ -94,15 +107,13 @@ class ClipConfig:
     # the clean view; 0 = none (the paper states no augmentation).
     augment_views: int = 0
 
-
-# Every name the method registry (lmmreg.methods) knows; tests/test_methods_registry.py keeps the two equal.
-Method = Literal["zero_shot", "zero_shot_lmm", "linear_probe", "concat", "finetune", "lmm_reg", "prolip", "gda",
-                 "tip_adapter", "tip_adapter_f", "clip_adapter", "coop", "linear_probe_lbfgs"]
+    def check(self, key: str) -> None:
+        at_least(self, key, 0, "augment_views")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    methods: list[Method] = field(default_factory=lambda: ["finetune", "lmm_reg"])
+    methods: list[str] = field(default_factory=lambda: ["finetune", "lmm_reg"])  # names in lmmreg.methods.registry
     epochs: int = 100
     batch_size: int = 64
     lr: float = 1.0e-4
@@ -127,6 +138,20 @@ class TrainConfig:
     steps: int = 0
     # The linear head's start: random (PyTorch's default), the class-prompt embeddings or the LMM centroids.
     head_init: Literal["random", "class_text", "centroids"] = "random"
+    # What J_reg pulls each class towards (lmmreg.reg_targets): the LMM centroids (the paper) or a control.
+    reg_target: Literal["lmm", "class_prompt", "shuffled", "random_text", "image_mean"] = "lmm"
+
+    def check(self, key: str) -> None:
+        # Names are checked against lmmreg.methods.registry by the stages that run methods (check_methods): importing
+        # the registry here would make every stage depend on every method's code (lmmreg.plan.source_files).
+        methods = join(key, "methods")
+        require(len(self.methods) > 0, methods, "empty")
+        require(len(set(self.methods)) == len(self.methods), methods, f"duplicates in {self.methods}")
+        at_least(self, key, 1, "epochs", "batch_size")
+        require(self.lr > 0, join(key, "lr"), f"must be > 0, got {self.lr}")
+        require(self.shots == "all" or self.shots >= 1, join(key, "shots"), f"must be 'all' or >= 1, got {self.shots}")
+        require(self.steps >= 0, join(key, "steps"), f"must be >= 0 (0 = the full-data run's steps), got {self.steps}")
+        at_least(self, key, 0, "weight_decay")
 
 
 # ------------------------------------------------------------------ the field's baselines (`baselines:`)
@@ -146,12 +171,20 @@ class ProLIPConfig:
     lr_grid: list[float] = field(default_factory=lambda: [1.0e-2, 1.0e-3, 1.0e-4, 1.0e-5, 1.0e-6, 1.0e-7, 1.0e-8])
     reg_grid: list[float] = field(default_factory=lambda: [10.0, 1.0, 0.1, 0.01, 0.001, 0.0001, 0.0])
 
+    def check(self, key: str) -> None:
+        at_least(self, key, 1, "steps")
+        not_empty(self, key, "lr_grid", "reg_grid")
+        require(self.reg is None or self.reg >= 0, join(key, "reg"), "must be >= 0 or null (1/N)")
+
 
 @dataclass(frozen=True)
 class GDAConfig:
     """Wang et al. ICLR 2024, mrflogs/ICLR24: main_few_shots.py (alpha grid searched on val)."""
 
     alpha_grid: list[float] = field(default_factory=lambda: [0.0001, 0.001, 0.01, 0.1, 1.0, 10.0, 100.0])
+
+    def check(self, key: str) -> None:
+        not_empty(self, key, "alpha_grid")
 
 
 @dataclass(frozen=True)
@@ -170,6 +203,9 @@ class TipAdapterConfig:
     lr: float = 1.0e-3  # lr
     batch_size: int = 256  # train_loader_F
 
+    def check(self, key: str) -> None:
+        at_least(self, key, 1, "epochs", "batch_size", "beta_steps", "alpha_steps")
+
 
 @dataclass(frozen=True)
 class ClipAdapterConfig:
@@ -185,6 +221,10 @@ class ClipAdapterConfig:
     weight_decay: float = 5.0e-4  # Dassl OPTIM.WEIGHT_DECAY
     warmup_epochs: int = 1  # WARMUP_EPOCH, constant WARMUP_CONS_LR
     warmup_lr: float = 1.0e-5
+
+    def check(self, key: str) -> None:
+        at_least(self, key, 1, "epochs", "batch_size", "reduction")
+        require(0 <= self.ratio <= 1, join(key, "ratio"), f"must be in [0, 1], got {self.ratio}")
 
 
 @dataclass(frozen=True)
@@ -203,6 +243,9 @@ class CoOpConfig:
     warmup_epochs: int = 1
     warmup_lr: float = 1.0e-5
 
+    def check(self, key: str) -> None:
+        at_least(self, key, 1, "epochs", "batch_size", "n_ctx")
+
 
 @dataclass(frozen=True)
 class LinearProbeLbfgsConfig:
@@ -212,6 +255,65 @@ class LinearProbeLbfgsConfig:
     c_grid: list[float] = field(default_factory=lambda: [1.0e6, 1.0e4, 1.0e2, 1.0, 1.0e-2, 1.0e-4, 1.0e-6])
     search_steps: int = 8  # num_step
     max_iter: int = 1000
+
+    def check(self, key: str) -> None:
+        at_least(self, key, 1, "max_iter")
+        not_empty(self, key, "c_grid")
+        require(all(c > 0 for c in self.c_grid), join(key, "c_grid"), "must be > 0")
+
+
+@dataclass(frozen=True)
+class LPPlusPlusConfig:
+    """Huang et al. CVPR 2024, FereshteShakeri/FewShot-CLIP-Strong-Baseline: methods/linear_probe_p2.py,
+    configs/base.yaml. Full batch; the step sizes come from the data; validation picks only the epoch."""
+
+    epochs: int = 300  # train_epoch
+    alpha_every: int = 10  # the class multipliers alpha take one gradient step every 10 epochs
+    momentum: float = 0.9  # SGD on the visual weights and bias
+
+    def check(self, key: str) -> None:
+        at_least(self, key, 1, "epochs", "alpha_every")
+
+
+@dataclass(frozen=True)
+class CLAPConfig:
+    """Silva-Rodriguez et al. CVPR 2024, jusiro/CLAP: trainers/adapters.py, configs/trainers/SGD_lr1e-1_B256_ep300.yaml
+    (TRAINER.ADAPTER.INIT ZS, CONSTRAINT l2) with Dassl's SGD defaults. No validation set: nothing is searched."""
+
+    constraint: Literal["l2", "none"] = "l2"  # l2: CLAP; none: the zero-shot-initialised linear probe (ZS-LP)
+    epochs: int = 300  # MAX_EPOCH
+    batch_size: int = 256
+    lr: float = 0.1
+    momentum: float = 0.9  # Dassl OPTIM.MOMENTUM
+    weight_decay: float = 0.0
+    warmup_epochs: int = 1  # WARMUP_EPOCH, constant WARMUP_CONS_LR
+    warmup_lr: float = 1.0e-5
+
+    def check(self, key: str) -> None:
+        at_least(self, key, 1, "epochs", "batch_size")
+
+
+@dataclass(frozen=True)
+class CrossModalConfig:
+    """Lin et al. CVPR 2023, linzhiqiu/cross_modal_adaptation: train.py, engine/optimizer/default.py (HYPER_DICT
+    'linear'), linear_probe.sh (linear head, random init, logit 4.60517). Read by cross_modal and cross_modal_lmm."""
+
+    iters: int = 12800  # max_iter
+    lr_grid: list[float] = field(default_factory=lambda: [1.0e-3, 1.0e-4])  # AdamW
+    weight_decay_grid: list[float] = field(default_factory=lambda: [0.0, 1.0e-2, 1.0e-4])
+    batch_sizes: list[int] = field(default_factory=lambda: [8, 32])  # image + text samples per step
+    text_ratio: float = 0.5  # CROSS_MODAL_BATCH_RATIO: the share of a batch that is text
+    warmup_iters: int = 50  # linear warm-up from warmup_lr, then cosine over `iters`
+    warmup_lr: float = 1.0e-5
+    eval_every: int = 100  # EVAL_FREQ: validation every 100 iterations keeps the best head (early stopping)
+    init: Literal["random", "zeroshot"] = "random"  # zeroshot: the normalised class means of the text samples
+
+    def check(self, key: str) -> None:
+        at_least(self, key, 1, "iters", "eval_every")
+        at_least(self, key, 0, "warmup_iters")
+        not_empty(self, key, "lr_grid", "weight_decay_grid", "batch_sizes")
+        require(all(b >= 2 for b in self.batch_sizes), join(key, "batch_sizes"), "must be >= 2")
+        require(0 < self.text_ratio < 1, join(key, "text_ratio"), f"must be in (0, 1), got {self.text_ratio}")
 
 
 @dataclass(frozen=True)
@@ -233,6 +335,12 @@ class BaselinesConfig:
     clip_adapter: ClipAdapterConfig = field(default_factory=ClipAdapterConfig)
     coop: CoOpConfig = field(default_factory=CoOpConfig)
     linear_probe_lbfgs: LinearProbeLbfgsConfig = field(default_factory=LinearProbeLbfgsConfig)
+    lp_pp: LPPlusPlusConfig = field(default_factory=LPPlusPlusConfig)
+    clap: CLAPConfig = field(default_factory=CLAPConfig)
+    cross_modal: CrossModalConfig = field(default_factory=CrossModalConfig)
+
+    def check(self, key: str) -> None:
+        require(0 < self.val_fraction < 1, join(key, "val_fraction"), f"must be in (0, 1), got {self.val_fraction}")
 
 
 @dataclass(frozen=True)
@@ -259,11 +367,27 @@ class PretrainConfig:
     # torch threads: part of the result (the order of float reductions), so a param.
     threads: int = 2
 
+    def check(self, key: str) -> None:
+        require(self.n_images >= self.batch_size, join(key, "n_images"),
+                f"must be >= {join(key, 'batch_size')} ({self.batch_size})")
+        require(self.captions_per_image >= 1, join(key, "captions_per_image"), "must be >= 1")
+        require(self.heldout_images >= 10, join(key, "heldout_images"), "must be >= 10")
+        require(1 <= self.scene_fit <= 4, join(key, "scene_fit"), f"must be in 1..4, got {self.scene_fit}")
+        in_unit_interval(self, key, "scene_prob", "hidden_prob", "caption_noise")
+        require(self.steps >= 1, join(key, "steps"), "must be >= 1")
+        require(self.warmup_steps >= 0, join(key, "warmup_steps"), "must be >= 0")
+        require(self.lr > 0, join(key, "lr"), "must be > 0")
+        require(self.threads >= 1, join(key, "threads"), "must be >= 1")
+
 
 @dataclass(frozen=True)
 class ReportConfig:
     bootstrap: int = 1000
     ci: float = 0.95
+
+    def check(self, key: str) -> None:
+        require(0 < self.ci < 1, join(key, "ci"), f"must be in (0, 1), got {self.ci}")
+        require(self.bootstrap >= 0, join(key, "bootstrap"), "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -284,151 +408,24 @@ class Params:
     def source(self, dataset: str) -> SourceConfig:
         return self.sources[dataset]
 
-
-def _type_name(tp: Any) -> str:
-    if typing.get_origin(tp) is not None:
-        return str(tp).replace("typing.", "")
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _convert(value: Any, tp: Any, key: str) -> Any:
-    """Check `value` against the annotation `tp`, returning it (dataclasses built recursively)."""
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
-        return _build(tp, value, key)
-    if origin is Literal:
-        choices = typing.get_args(tp)
-        if value not in choices or type(value) is not type(choices[0]):
-            raise ConfigError(f"{key}: expected one of {list(choices)}, got {value!r}")
-        return value
-    if origin in (list, tuple):
-        if not isinstance(value, list):
-            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
-        (item_tp,) = typing.get_args(tp)[:1]
-        return [_convert(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
-        _, val_tp = typing.get_args(tp)
-        return {str(k): _convert(v, val_tp, f"{key}.{k}") for k, v in value.items()}
-    if origin in (typing.Union, types.UnionType):
-        for arm in typing.get_args(tp):
-            try:
-                return _convert(value, arm, key)
-            except ConfigError:
-                continue
-        arms = " | ".join(_type_name(a) for a in typing.get_args(tp))
-        raise ConfigError(f"{key}: {value!r} matches none of {arms}")
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            hint = " (YAML reads 1e-4 as a string: write 1.0e-4)" if isinstance(value, str) else ""
-            raise ConfigError(f"{key}: expected float, got {type(value).__name__} {value!r}{hint}")
-        return float(value)
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected int, got {type(value).__name__} {value!r}")
-        return value
-    if tp in (str, bool):
-        if not isinstance(value, tp):
-            raise ConfigError(f"{key}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
-        return value
-    if tp is type(None):
-        if value is not None:
-            raise ConfigError(f"{key}: expected null, got {value!r}")
-        return None
-    raise ConfigError(f"{key}: unsupported annotation {tp}")  # a bug in this module, not in params.yaml
-
-
-def _build(cls: type, raw: dict, prefix: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - names)
-    if unknown:
-        where = f"{prefix}." if prefix else ""
-        raise ConfigError(f"unknown key {where}{unknown[0]} (known: {', '.join(sorted(names))})")
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        key = f"{prefix}.{f.name}" if prefix else f.name
-        if f.name not in raw:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ConfigError(f"missing key {key}")
-            continue
-        kwargs[f.name] = _convert(raw[f.name], hints[f.name], key)
-    return cls(**kwargs)
-
-
-def _validate(p: Params) -> None:
-    def need(ok: bool, key: str, msg: str) -> None:
-        if not ok:
-            raise ConfigError(f"{key}: {msg}")
-
-    need(p.alpha >= 0, "alpha", f"must be >= 0, got {p.alpha}")
-    need(len(p.datasets) > 0, "datasets", "empty: list at least one dataset (e.g. [demo])")
-    need(len(set(p.datasets)) == len(p.datasets), "datasets", f"duplicates in {p.datasets}")
-    for name in p.datasets:
-        need(name in p.sources, "datasets", f"{name!r} has no entry under sources: (known: {sorted(p.sources)})")
-    need(len(p.seeds) > 0, "seeds", "empty: list at least one seed")
-    need(len(set(p.seeds)) == len(p.seeds), "seeds", f"duplicates in {p.seeds}")
-    need(len(p.train.methods) > 0, "train.methods", "empty")
-    need(p.train.epochs >= 1, "train.epochs", f"must be >= 1, got {p.train.epochs}")
-    need(p.train.batch_size >= 1, "train.batch_size", f"must be >= 1, got {p.train.batch_size}")
-    need(p.train.lr > 0, "train.lr", f"must be > 0, got {p.train.lr}")
-    need(p.train.shots == "all" or p.train.shots >= 1, "train.shots", f"must be 'all' or >= 1, got {p.train.shots}")
-    need(p.train.steps >= 0, "train.steps", f"must be >= 0 (0 = the full-data run's steps), got {p.train.steps}")
-    need(p.train.weight_decay >= 0, "train.weight_decay", f"must be >= 0, got {p.train.weight_decay}")
-    need(len(set(p.train.methods)) == len(p.train.methods), "train.methods", f"duplicates in {p.train.methods}")
-    b = p.baselines
-    need(0 < b.val_fraction < 1, "baselines.val_fraction", f"must be in (0, 1), got {b.val_fraction}")
-    for key, value in (("prolip.steps", b.prolip.steps), ("tip_adapter.epochs", b.tip_adapter.epochs),
-                       ("tip_adapter.batch_size", b.tip_adapter.batch_size), ("tip_adapter.beta_steps",
-                       b.tip_adapter.beta_steps), ("tip_adapter.alpha_steps", b.tip_adapter.alpha_steps),
-                       ("clip_adapter.epochs", b.clip_adapter.epochs), ("clip_adapter.batch_size",
-                       b.clip_adapter.batch_size), ("clip_adapter.reduction", b.clip_adapter.reduction),
-                       ("coop.epochs", b.coop.epochs), ("coop.batch_size", b.coop.batch_size),
-                       ("coop.n_ctx", b.coop.n_ctx), ("linear_probe_lbfgs.max_iter", b.linear_probe_lbfgs.max_iter)):
-        need(value >= 1, f"baselines.{key}", f"must be >= 1, got {value}")
-    for key, grid in (("prolip.lr_grid", b.prolip.lr_grid), ("prolip.reg_grid", b.prolip.reg_grid),
-                      ("gda.alpha_grid", b.gda.alpha_grid), ("linear_probe_lbfgs.c_grid", b.linear_probe_lbfgs.c_grid)):
-        need(len(grid) > 0, f"baselines.{key}", "empty")
-    need(all(c > 0 for c in b.linear_probe_lbfgs.c_grid), "baselines.linear_probe_lbfgs.c_grid", "must be > 0")
-    need(0 <= b.clip_adapter.ratio <= 1, "baselines.clip_adapter.ratio",
-         f"must be in [0, 1], got {b.clip_adapter.ratio}")
-    need(b.prolip.reg is None or b.prolip.reg >= 0, "baselines.prolip.reg", "must be >= 0 or null (1/N)")
-    need(p.describe.n_descriptions >= 1, "describe.n_descriptions", "must be >= 1")
-    need(0 < p.describe.top_p <= 1, "describe.top_p", f"must be in (0, 1], got {p.describe.top_p}")
-    need(p.describe.temperature >= 0, "describe.temperature", "must be >= 0")
-    need(p.describe.max_new_tokens >= 1, "describe.max_new_tokens", "must be >= 1")
-    need(p.describe.too_few_retries >= 0, "describe.too_few_retries", "must be >= 0")
-    need(p.clip.augment_views >= 0, "clip.augment_views", f"must be >= 0, got {p.clip.augment_views}")
-    need(p.demo.n_classes >= 2, "demo.n_classes", "must be >= 2")
-    need(p.demo.train_per_class >= 1 and p.demo.test_per_class >= 1, "demo.train_per_class", "must be >= 1")
-    need(p.demo.image_size >= 16, "demo.image_size", "must be >= 16")
-    need(0 <= p.demo.shift <= 4, "demo.shift", f"must be in 0..4, got {p.demo.shift}")
-    for key in ("keep_main", "keep_hidden"):
-        need(0 <= getattr(p.demo, key) <= 1, f"demo.{key}", f"must be in [0, 1], got {getattr(p.demo, key)}")
-    pt = p.pretrain
-    need(pt.n_images >= pt.batch_size, "pretrain.n_images", f"must be >= pretrain.batch_size ({pt.batch_size})")
-    need(pt.captions_per_image >= 1, "pretrain.captions_per_image", "must be >= 1")
-    need(pt.heldout_images >= 10, "pretrain.heldout_images", "must be >= 10")
-    need(1 <= pt.scene_fit <= 4, "pretrain.scene_fit", f"must be in 1..4, got {pt.scene_fit}")
-    for key in ("scene_prob", "hidden_prob", "caption_noise"):
-        need(0 <= getattr(pt, key) <= 1, f"pretrain.{key}", f"must be in [0, 1], got {getattr(pt, key)}")
-    need(pt.steps >= 1 and pt.warmup_steps >= 0, "pretrain.steps", "must be >= 1 (warmup_steps >= 0)")
-    need(pt.lr > 0 and pt.threads >= 1, "pretrain.lr", "lr must be > 0 and threads >= 1")
-    need(0 < p.report.ci < 1, "report.ci", f"must be in (0, 1), got {p.report.ci}")
-    need(p.report.bootstrap >= 0, "report.bootstrap", "must be >= 0")
+    def check(self, key: str) -> None:
+        """What spans sections: each listed dataset has a source. The sections checked themselves when built."""
+        require(self.alpha >= 0, join(key, "alpha"), f"must be >= 0, got {self.alpha}")
+        datasets, seeds = join(key, "datasets"), join(key, "seeds")
+        require(len(self.datasets) > 0, datasets, "empty: list at least one dataset (e.g. [demo])")
+        require(len(set(self.datasets)) == len(self.datasets), datasets, f"duplicates in {self.datasets}")
+        for name in self.datasets:
+            require(name in self.sources, datasets,
+                    f"{name!r} has no entry under sources: (known: {sorted(self.sources)})")
+        require(len(self.seeds) > 0, seeds, "empty: list at least one seed")
+        require(len(set(self.seeds)) == len(self.seeds), seeds, f"duplicates in {self.seeds}")
 
 
 def parse_params(raw: dict, *, source: str = "params.yaml") -> Params:
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: top level must be a mapping")
     try:
-        params = _build(Params, raw, "")
-        _validate(params)
+        params = build(Params, raw, "")
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
     return params
@@ -441,20 +438,3 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     with path.open() as f:
         raw = yaml.safe_load(f)
     return parse_params(raw, source=str(path))
-
-
-def to_dict(obj: Any) -> Any:
-    """Plain JSON-able dict of a config object (for hashing and logging)."""
-    if dataclasses.is_dataclass(obj):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, dict):
-        return {k: to_dict(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_dict(v) for v in obj]
-    return obj
-
-
-def stable_hash(obj: Any, n: int = 16) -> str:
-    """Short sha256 of a JSON-able object with sorted keys: equal configs give equal hashes."""
-    blob = json.dumps(to_dict(obj), sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:n]
