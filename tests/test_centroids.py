@@ -11,6 +11,7 @@ import torch
 from lmmreg.artifacts import Artifact, load_artifact, save_artifact
 from lmmreg.config import load_params
 from lmmreg.data.manifest import Record, write_manifest
+from lmmreg.errors import InputError
 from lmmreg.stages.centroids import compute_centroids, main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,7 +76,7 @@ def test_stale_text_artifact_is_refused(tmp_path):
     classes = json.loads((tmp_path / "prepared" / "classes.json").read_text())
     write_manifest([Record("other.jpg", "other.jpg", 0, classes[0], "train", "0" * 64, 8, 8)], classes,
                    tmp_path / "prepared")
-    with pytest.raises(KeyError, match="not in"):
+    with pytest.raises(InputError, match="not in"):  # stale: re-run DVC, no traceback
         main(load_params(REPO / "params.yaml"), manifest=tmp_path / "prepared", text=tmp_path / "text",
              out=tmp_path / "c.pt")
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 import lmmreg
+from lmmreg.errors import InputError
 
 FORMAT = "lmmreg-artifact/1"
 
@@ -60,7 +61,7 @@ def checksums(labels: torch.Tensor, tensors: dict[str, torch.Tensor]) -> dict[st
     return {"labels": _crc32(labels), **{f"tensors.{k}": _crc32(v) for k, v in tensors.items()}}
 
 
-class CorruptArtifactError(ValueError):
+class CorruptArtifactError(InputError):
     """A cached artifact that cannot be read back as what it claims to be (truncated, damaged, foreign)."""
 
 
@@ -116,6 +117,6 @@ def check_aligned(a: Artifact, b: Artifact, *, names: tuple[str, str]) -> None:
     """Same ids in the same order with the same labels, or an error naming both artifacts."""
     if a.ids != b.ids:
         extra = sorted(set(a.ids) ^ set(b.ids))[:3]
-        raise ValueError(f"{names[0]} and {names[1]} hold different images (e.g. {extra}); re-run dvc repro")
+        raise InputError(f"{names[0]} and {names[1]} hold different images (e.g. {extra}); re-run dvc repro")
     if not torch.equal(a.labels, b.labels):
-        raise ValueError(f"{names[0]} and {names[1]} disagree on labels")
+        raise InputError(f"{names[0]} and {names[1]} disagree on labels")

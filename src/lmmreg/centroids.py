@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from lmmreg.artifacts import Artifact
+from lmmreg.errors import InputError
 
 
 def compute_centroids(emb: torch.Tensor, labels: torch.Tensor, is_train: torch.Tensor,
@@ -15,11 +16,11 @@ def compute_centroids(emb: torch.Tensor, labels: torch.Tensor, is_train: torch.T
         raise ValueError(f"{len(emb)} embeddings, {len(labels)} labels, {len(is_train)} split flags: not aligned")
     e, y = emb[is_train], labels[is_train]
     if len(y) and not (0 <= int(y.min()) and int(y.max()) < len(classes)):
-        raise ValueError(f"labels outside 0..{len(classes) - 1} (classes.json lists {len(classes)} classes)")
+        raise InputError(f"labels outside 0..{len(classes) - 1} (classes.json lists {len(classes)} classes)")
     counts = torch.bincount(y, minlength=len(classes))
     empty = [classes[c] for c in range(len(classes)) if counts[c] == 0]
     if empty:
-        raise ValueError(f"no training descriptions for class(es) {empty}: cannot form their centroids (Eq. 1); "
+        raise InputError(f"no training descriptions for class(es) {empty}: cannot form their centroids (Eq. 1); "
                          "check the describe output and the train split of these classes")
     sums = torch.zeros(len(classes), emb.shape[1], dtype=emb.dtype).index_add_(0, y, e)
     return sums / counts[:, None].to(emb.dtype), counts

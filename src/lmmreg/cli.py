@@ -1,4 +1,4 @@
-"""Shared command-line plumbing for the stages: logging, `--params`, and a clean exit on bad input."""
+"""Shared command-line plumbing for the stages: logging, `--params`, and a one-line exit on the user's errors."""
 
 from __future__ import annotations
 
@@ -39,13 +39,14 @@ def batch_size(args: argparse.Namespace) -> int:
 
 
 def run_stage(main: Callable[[argparse.Namespace, Params], None], parser: argparse.ArgumentParser) -> None:
-    """Parse args, load and check params, run `main`; user errors end with one clear line, no traceback."""
+    """Parse args, load and check params, run `main`. The user's errors (lmmreg.errors.UserError, ConfigError, a
+    missing input file) end with one clear line, no traceback; anything else is a bug and keeps its traceback."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parser.parse_args()
     try:
         threads.configure()  # this stage's share of the cores (lmmreg.threads): queued experiments share them
         params = load_params(args.params)
         main(args, params)
-    except (UserError, ConfigError, FileNotFoundError, ValueError, KeyError) as e:
+    except (UserError, ConfigError, FileNotFoundError) as e:
         logging.getLogger("lmmreg").error("%s", e)
         sys.exit(2)

@@ -20,6 +20,8 @@ import logging
 import os
 from pathlib import Path
 
+from lmmreg.errors import InputError
+
 log = logging.getLogger(__name__)
 
 ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
@@ -54,7 +56,7 @@ def _env_count(name: str, unit: str) -> int | None:
     try:
         return max(1, int(env))
     except ValueError:
-        raise ValueError(f"{name}={env!r}: expected a whole number of {unit}") from None
+        raise InputError(f"{name}={env!r}: expected a whole number of {unit}") from None
 
 
 def jobs() -> int:

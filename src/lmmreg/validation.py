@@ -13,6 +13,8 @@ import logging
 
 import torch
 
+from lmmreg.errors import InputError
+
 log = logging.getLogger(__name__)
 
 
@@ -55,7 +57,7 @@ def holdout_split(train_y: torch.Tensor, *, seed: int, shots: int | None = None,
         else:
             mine, rest = rows[:shots], rows[shots:]
         if (chosen is None and len(mine) < shots) or len(rest) < k_val:
-            raise ValueError(f"holdout_split: class {c} has {len(rows)} training images; {shots} shots plus "
+            raise InputError(f"holdout_split: class {c} has {len(rows)} training images; {shots} shots plus "
                              f"{k_val} validation images need {shots + k_val}")
         fit.append(mine)
         val.append(rest[:k_val])
@@ -63,7 +65,7 @@ def holdout_split(train_y: torch.Tensor, *, seed: int, shots: int | None = None,
         log.warning("holdout_split: classes %s have one training image each: none held out for validation", single)
     fit_idx, val_idx = torch.cat(fit).sort().values, torch.cat(val).sort().values
     if len(val_idx) == 0:
-        raise ValueError(f"holdout_split: no class has 2 or more training images ({len(y)} images): nothing to hold "
+        raise InputError(f"holdout_split: no class has 2 or more training images ({len(y)} images): nothing to hold "
                          "out for validation")
     return fit_idx, val_idx
 

@@ -8,6 +8,7 @@ from importlib import resources
 from pathlib import Path
 
 from lmmreg.config import ClipConfig
+from lmmreg.errors import InputError
 
 _REGISTERED = False
 
@@ -33,10 +34,10 @@ def check_clip_config(cfg: ClipConfig) -> None:
 
     register_model_configs()
     if cfg.model not in open_clip.list_models():
-        raise ValueError(f"clip.model: {cfg.model!r} is not an open_clip architecture "
+        raise InputError(f"clip.model: {cfg.model!r} is not an open_clip architecture "
                          f"(see open_clip.list_models(); the paper uses ViT-L-14-quickgelu)")
     if cfg.augment_views < 0:
-        raise ValueError(f"clip.augment_views: must be >= 0, got {cfg.augment_views}")
+        raise InputError(f"clip.augment_views: must be >= 0, got {cfg.augment_views}")
     if not cfg.pretrained or looks_like_path(cfg.pretrained):
         return
     model_cfg = open_clip.get_model_config(cfg.model) or {}
@@ -46,16 +47,16 @@ def check_clip_config(cfg: ClipConfig) -> None:
         tag_cfg = open_clip.get_pretrained_cfg(base, cfg.pretrained)
     if not tag_cfg:
         tags = open_clip.list_pretrained_tags_by_model(cfg.model)
-        raise ValueError(f"clip.pretrained: {cfg.pretrained!r} is neither a pretrained tag of {cfg.model} "
+        raise InputError(f"clip.pretrained: {cfg.pretrained!r} is neither a pretrained tag of {cfg.model} "
                          f"(known: {tags}) nor a checkpoint path")
     # OpenAI's weights (and a few others) were trained with QuickGELU; open_clip only warns on a mismatch.
     wants_quick = bool(tag_cfg.get("quick_gelu", False)) or cfg.pretrained == "openai"
     has_quick = bool(model_cfg.get("quick_gelu", False))
     if wants_quick and not has_quick:
-        raise ValueError(
+        raise InputError(
             f"clip.model: {cfg.model!r} with clip.pretrained: {cfg.pretrained} builds GELU, but these weights were "
             f"trained with QuickGELU (open_clip only warns). Use {cfg.model}-quickgelu."
         )
     if has_quick and not wants_quick:
-        raise ValueError(f"clip.model: {cfg.model!r} builds QuickGELU, but {cfg.pretrained} weights were trained "
+        raise InputError(f"clip.model: {cfg.model!r} builds QuickGELU, but {cfg.pretrained} weights were trained "
                          f"with GELU (open_clip only warns). Use {base}.")

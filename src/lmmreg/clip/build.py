@@ -17,6 +17,7 @@ from torch import nn
 
 from lmmreg.clip.weights import PREPROCESS_KEYS, fetch_hint, pretrained_tag_cfg, resolve_weights
 from lmmreg.config import ClipConfig
+from lmmreg.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ def build_clip(cfg: ClipConfig, *, device: str | torch.device = "cpu", cache_dir
             hint = fetch_hint(cfg.model, cfg.pretrained, pretrained_tag_cfg(cfg), None)
             fix = f"delete it and fetch it again:\n{hint}"
         reason = str(e).splitlines()[0].split(". ")[0] if str(e) else "empty or cut short"
-        raise ValueError(f"clip.pretrained: {weights.path} is unreadable, truncated or damaged "
+        raise InputError(f"clip.pretrained: {weights.path} is unreadable, truncated or damaged "
                          f"({type(e).__name__}: {reason}); {fix}") from None
     model.eval()
     log.info("CLIP %s weights: %s%s", cfg.model, weights.source, f" ({weights.path})" if weights.path else "")

@@ -15,6 +15,7 @@ from torch import nn
 
 from lmmreg.clip.arch import check_clip_config, looks_like_path, register_model_configs
 from lmmreg.config import ClipConfig
+from lmmreg.errors import InputError
 from lmmreg.network import offline, probe_host, weights_host
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ def read_checkpoint_meta(path: str | os.PathLike) -> dict | None:
     try:
         meta = json.loads(meta_path.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{meta_path}: not valid JSON ({e})") from None
+        raise InputError(f"{meta_path}: not valid JSON ({e})") from None
     return meta if isinstance(meta, dict) and meta.get("format") == CHECKPOINT_FORMAT else None
 
 
@@ -83,7 +84,7 @@ def check_checkpoint_arch(cfg: ClipConfig, path: Path) -> None:
         return
     want_quick = bool((open_clip.get_model_config(cfg.model) or {}).get("quick_gelu", False))
     if meta.get("arch") != cfg.model or bool(meta.get("quick_gelu")) != want_quick:
-        raise ValueError(
+        raise InputError(
             f"clip.pretrained: {path} was trained as {meta.get('arch')} (quick_gelu={meta.get('quick_gelu')}), "
             f"but clip.model is {cfg.model} (quick_gelu={want_quick}); set clip.model: {meta.get('arch')}")
 

@@ -18,12 +18,13 @@ from lmmreg.config import PrepareConfig
 from lmmreg.data.images import BadImageError, is_supported, load_rgb
 from lmmreg.data.layouts import Layout, RawItem
 from lmmreg.data.manifest import SPLITS, Record, sha256_file
+from lmmreg.errors import InputError
 from lmmreg.progress import progress
 
 log = logging.getLogger(__name__)
 
 
-class DatasetError(ValueError):
+class DatasetError(InputError):
     """Problems found by `prepare`, all of them, one per line."""
 
 

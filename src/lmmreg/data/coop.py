@@ -35,6 +35,7 @@ from typing import Any
 
 from lmmreg.data.images import IMAGE_EXTENSIONS
 from lmmreg.data.layouts import Layout, RawItem, _check_options, parse_coop_split
+from lmmreg.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ def load_split_file(root: Path, split_file: str | None) -> tuple[dict, Path]:
     try:
         return json.loads(path.read_text()), path
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e}); a download that failed may have saved an HTML page") from e
+        raise InputError(f"{path}: not valid JSON ({e}); a download that failed may have saved an HTML page") from e
 
 
 def _read_lines(path: Path, what: str) -> list[str]:
@@ -135,7 +136,7 @@ def split_from_fgvc_aircraft(root: Path) -> dict:
             rows.append([f"{image_id}.jpg", label[variant], variant])
         split[key] = rows
     if errors:
-        raise ValueError(f"{len(errors)} problem(s) in FGVCAircraft's lists:\n  " + "\n  ".join(errors[:50]))
+        raise InputError(f"{len(errors)} problem(s) in FGVCAircraft's lists:\n  " + "\n  ".join(errors[:50]))
     return split
 
 
@@ -166,11 +167,11 @@ def split_from_imagenet(root: Path, image_dir: str, classnames_file: str, files:
         split["train" if parts[0] == "train" else "test"].append(["/".join(parts), label[parts[1]], names[parts[1]]])
     if flat:
         where, n = flat.most_common(1)[0]
-        raise ValueError(f"{root / image_dir / where}: {n} images lie directly in it, not in one <wnid>/ folder per "
+        raise InputError(f"{root / image_dir / where}: {n} images lie directly in it, not in one <wnid>/ folder per "
                          "class; CoOp reads ImageNet's validation images sorted into class folders (move each into "
                          "its wnid's folder, from ILSVRC2012's validation ground truth)")
     if unknown:
-        raise ValueError(f"{root / image_dir}: folders {sorted(unknown)[:5]} are not in {classnames_file} "
+        raise InputError(f"{root / image_dir}: folders {sorted(unknown)[:5]} are not in {classnames_file} "
                          f"({len(unknown)} in all)")
     for key, folder in (("train", "train"), ("test", "val")):
         absent = sorted(set(wnids) - {wnids[row[1]] for row in split[key]})
@@ -262,10 +263,10 @@ def list_coop(root: Path, options: dict[str, Any]) -> Layout:
     _check_options("coop", options, {"format", "split_file", "image_dir", "classnames"})
     fmt = str(options.get("format", "split_json"))
     if fmt not in FORMATS:
-        raise ValueError(f"sources.<dataset>.options.format: {fmt!r} is not one of {list(FORMATS)}")
+        raise InputError(f"sources.<dataset>.options.format: {fmt!r} is not one of {list(FORMATS)}")
     for key, only in (("split_file", "split_json"), ("classnames", "imagenet")):
         if key in options and fmt != only:
-            raise ValueError(f"sources.<dataset>.options.{key}: format {fmt} does not read it (only {only})")
+            raise InputError(f"sources.<dataset>.options.{key}: format {fmt} does not read it (only {only})")
     image_dir = str(options.get("image_dir", "" if fmt == "split_json" else "images")).strip("/")
     image_dir = "" if image_dir == "." else image_dir
     notes: dict[str, Any] = {"format": fmt}

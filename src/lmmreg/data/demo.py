@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from lmmreg.config import DemoConfig
+from lmmreg.errors import InputError
 from lmmreg.progress import progress
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ def vocab() -> dict[str, tuple]:
 def class_prototypes(n_classes: int, seed: int) -> list[dict]:
     """One prototype per scene type; neighbours share attributes (prototype k does not depend on n_classes)."""
     if n_classes > len(SCENE_NAMES):
-        raise ValueError(f"demo.n_classes: at most {len(SCENE_NAMES)} scene types, got {n_classes}")
+        raise InputError(f"demo.n_classes: at most {len(SCENE_NAMES)} scene types, got {n_classes}")
     rng = np.random.default_rng(seed)
     shapes, colors, bgs = list(SHAPES), list(COLORS), list(BACKGROUNDS)
     protos = []

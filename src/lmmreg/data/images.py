@@ -7,12 +7,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from lmmreg.errors import InputError
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 # What PIL may find inside those files; anything else (e.g. a PSD renamed .jpg) is refused by name.
 DECODABLE_FORMATS = ("JPEG", "MPO", "PNG", "BMP", "GIF", "WEBP", "TIFF")
 
 
-class BadImageError(ValueError):
+class BadImageError(InputError):
     """An image that cannot be used; the message starts with its path."""
 
 

@@ -30,6 +30,7 @@ from typing import Any
 from lmmreg.data.images import IMAGE_EXTENSIONS
 from lmmreg.data.splits import load_table
 from lmmreg.data.video import VIDEO_EXTENSIONS
+from lmmreg.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class Layout:
 def _check_options(layout: str, options: dict[str, Any], allowed: set[str]) -> None:
     unknown = sorted(set(options) - allowed)
     if unknown:
-        raise ValueError(f"sources.<dataset>.options.{unknown[0]}: unknown for layout {layout!r} "
+        raise InputError(f"sources.<dataset>.options.{unknown[0]}: unknown for layout {layout!r} "
                          f"(known: {sorted(allowed) or 'none'})")
 
 
@@ -74,7 +75,7 @@ def _find_split_dirs(root: Path, options: dict[str, Any], layout: str) -> dict[s
     if "splits" in options:
         names = options["splits"]
         if not isinstance(names, dict) or set(names) != set(SPLITS):
-            raise ValueError(f"sources.<dataset>.options.splits: expected {{train: <folder>, test: <folder>}}, "
+            raise InputError(f"sources.<dataset>.options.splits: expected {{train: <folder>, test: <folder>}}, "
                              f"got {names!r}")
         dirs = {split: root / str(name) for split, name in names.items()}
     else:
@@ -93,7 +94,7 @@ def _class_order(found: set[str], options: dict[str, Any]) -> list[str]:
         classes = [str(c) for c in options["classes"]]
         missing = sorted(found - set(classes))
         if missing:
-            raise ValueError(f"sources.<dataset>.options.classes: lacks {missing} found in the data")
+            raise InputError(f"sources.<dataset>.options.classes: lacks {missing} found in the data")
         return classes
     if found and all(re.fullmatch(r"-?\d+", c) for c in found):
         return sorted(found, key=int)
@@ -136,7 +137,7 @@ def parse_coop_split(split: Any, source: str, *, keep_val: bool = False, rename:
     """
     if not isinstance(split, dict) or not {"train", "test"} <= set(split) or set(split) - {"train", "val", "test"}:
         got = sorted(split)[:5] if isinstance(split, dict) else type(split).__name__
-        raise ValueError(f"{source}: expected keys train, test (and val), got {got}")
+        raise InputError(f"{source}: expected keys train, test (and val), got {got}")
     rows: list[tuple[str, str, int]] = []
     names: dict[int, str] = {}
     seen: dict[str, str] = {}
@@ -160,7 +161,7 @@ def parse_coop_split(split: Any, source: str, *, keep_val: bool = False, rename:
     if sorted(names) != list(range(len(names))):
         errors.append(f"{source}: labels must be 0..{len(names) - 1} without gaps, got {sorted(names)[:5]}...")
     if errors:
-        raise ValueError(f"{len(errors)} problem(s) in the split file:\n  " + "\n  ".join(errors[:50]))
+        raise InputError(f"{len(errors)} problem(s) in the split file:\n  " + "\n  ".join(errors[:50]))
     return rows, [names[i] for i in range(len(names))]
 
 
@@ -179,7 +180,7 @@ def list_ucf101(root: Path, options: dict[str, Any]) -> Layout:
         try:
             split = json.loads(split_path.read_text())
         except json.JSONDecodeError as e:
-            raise ValueError(f"{split_path}: not valid JSON ({e})") from e
+            raise InputError(f"{split_path}: not valid JSON ({e})") from e
         source = str(split_path)
     else:
         split, source = load_table("ucf101_split.json"), "lmmreg/data/splits/ucf101_split.json"
@@ -226,11 +227,11 @@ def list_bar(root: Path, options: dict[str, Any]) -> Layout:
             found.add(cls)
             items.append(RawItem(f.relative_to(root).as_posix(), cls, split))
     if errors:
-        raise ValueError(f"bar: {len(errors)} file(s) do not fit the layout:\n  " + "\n  ".join(errors))
+        raise InputError(f"bar: {len(errors)} file(s) do not fit the layout:\n  " + "\n  ".join(errors))
     classes = [str(c) for c in options.get("classes", order)]
     unknown = sorted(found - set(classes))
     if unknown:
-        raise ValueError(f"bar: classes {unknown} under {root} are not BAR's {classes} "
+        raise InputError(f"bar: classes {unknown} under {root} are not BAR's {classes} "
                          "(set sources.<dataset>.options.classes to list them in label order)")
     return Layout(items, classes)
 
@@ -242,7 +243,7 @@ def build_class_map(folders: list[str], classes: list[str], aliases: dict[str, s
     known.update({normalize_class_name(a): c for a, c in aliases.items()})
     for folder, cls in overrides.items():
         if cls not in classes:
-            raise ValueError(f"sources.<dataset>.options.class_map.{folder}: {cls!r} is not one of {classes}")
+            raise InputError(f"sources.<dataset>.options.class_map.{folder}: {cls!r} is not one of {classes}")
     mapping: dict[str, str] = {}
     unknown: list[str] = []
     for folder in folders:
@@ -252,7 +253,7 @@ def build_class_map(folders: list[str], classes: list[str], aliases: dict[str, s
         else:
             mapping[folder] = cls
     if unknown:
-        raise ValueError(f"folders {unknown} match no class; map them with sources.<dataset>.options.class_map "
+        raise InputError(f"folders {unknown} match no class; map them with sources.<dataset>.options.class_map "
                          f"{{folder: class}} (classes: {classes}; aliases: {sorted(aliases)})")
     return mapping
 
@@ -273,7 +274,7 @@ def list_era(root: Path, options: dict[str, Any]) -> Layout:
     try:
         mapping = build_class_map(folders, classes, table["aliases"], overrides)
     except ValueError as e:
-        raise ValueError(f"era ({root}): {e}") from None
+        raise InputError(f"era ({root}): {e}") from None
     items: list[RawItem] = []
     for split, split_root in split_dirs.items():
         for class_dir in sorted(p for p in split_root.iterdir() if p.is_dir() and not p.name.startswith(".")):
@@ -300,7 +301,7 @@ def list_csv(root: Path, options: dict[str, Any]) -> Layout:
         reader = csv.DictReader(f)
         missing = [c for c in ("path", "label", "split") if c not in (reader.fieldnames or [])]
         if missing:
-            raise ValueError(f"{path}: missing column(s) {missing} (header: {reader.fieldnames})")
+            raise InputError(f"{path}: missing column(s) {missing} (header: {reader.fieldnames})")
         for lineno, row in enumerate(reader, start=2):
             rel, label, split = (row["path"] or "").strip(), (row["label"] or "").strip(), (row["split"] or "").strip()
             pure = PurePosixPath(rel.replace("\\", "/"))
@@ -316,7 +317,7 @@ def list_csv(root: Path, options: dict[str, Any]) -> Layout:
                 seen[pure.as_posix()] = lineno
                 items.append(RawItem(pure.as_posix(), label, split))
     if errors:
-        raise ValueError(f"{len(errors)} bad row(s):\n  " + "\n  ".join(errors))
+        raise InputError(f"{len(errors)} bad row(s):\n  " + "\n  ".join(errors))
     return Layout(items, _class_order({it.class_name for it in items}, options), {"file": str(path)})
 
 
@@ -339,7 +340,7 @@ def list_layout(layout: str, root: str | Path, options: dict[str, Any]) -> Layou
         raise FileNotFoundError(f"{root}: raw dataset folder not found (place or symlink the data there, "
                                 "then `dvc add` it; see docs/datasets.md)")
     if layout not in LAYOUTS:
-        raise ValueError(f"layout {layout!r} is not implemented (known: {sorted(LAYOUTS)})")
+        raise InputError(f"layout {layout!r} is not implemented (known: {sorted(LAYOUTS)})")
     fn = LAYOUTS[layout]
     if isinstance(fn, tuple):
         fn = getattr(importlib.import_module(fn[0]), fn[1])

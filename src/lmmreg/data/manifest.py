@@ -14,6 +14,8 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from lmmreg.errors import InputError
+
 FIELDS = ("id", "path", "label", "class_name", "split", "sha256", "width", "height")
 SPLITS = ("train", "val", "test")
 
@@ -77,19 +79,19 @@ def load_manifest(manifest_dir: str | Path) -> tuple[list[Record], list[str]]:
     with path.open(newline="") as f:
         reader = csv.DictReader(f)
         if tuple(reader.fieldnames or ()) != FIELDS:
-            raise ValueError(f"{path}: columns {reader.fieldnames} != expected {list(FIELDS)}")
+            raise InputError(f"{path}: columns {reader.fieldnames} != expected {list(FIELDS)}")
         for lineno, row in enumerate(reader, start=2):
             try:
                 r = Record(row["id"], row["path"], int(row["label"]), row["class_name"], row["split"],
                            row["sha256"], int(row["width"]), int(row["height"]))
             except (TypeError, ValueError) as e:
-                raise ValueError(f"{path}:{lineno}: bad row {row} ({e})") from e
+                raise InputError(f"{path}:{lineno}: bad row {row} ({e})") from e
             if r.id in seen:
-                raise ValueError(f"{path}:{lineno}: duplicate id {r.id!r}")
+                raise InputError(f"{path}:{lineno}: duplicate id {r.id!r}")
             if r.split not in SPLITS:
-                raise ValueError(f"{path}:{lineno}: split {r.split!r} not in {SPLITS}")
+                raise InputError(f"{path}:{lineno}: split {r.split!r} not in {SPLITS}")
             if not 0 <= r.label < len(classes) or classes[r.label] != r.class_name:
-                raise ValueError(f"{path}:{lineno}: label {r.label} / class {r.class_name!r} "
+                raise InputError(f"{path}:{lineno}: label {r.label} / class {r.class_name!r} "
                                  f"disagrees with classes.json")
             seen.add(r.id)
             records.append(r)

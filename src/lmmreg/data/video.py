@@ -19,6 +19,7 @@ from PIL import Image
 
 from lmmreg.data.images import BadImageError, check_nonempty_file, check_pixels
 from lmmreg.data.manifest import sha256_file
+from lmmreg.errors import InputError
 from lmmreg.progress import progress
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ def parse_frame_spec(spec: object) -> str:
         return f"index:{spec}"
     elif isinstance(spec, float) and 0.0 <= spec <= 1.0:
         return f"fraction:{spec!r}"
-    raise ValueError(f"sources.<dataset>.options.frame: expected middle, first, last, an integer index or a "
+    raise InputError(f"sources.<dataset>.options.frame: expected middle, first, last, an integer index or a "
                      f"fraction in [0, 1], got {spec!r}")
 
 
@@ -133,7 +134,7 @@ def extract_frames(videos: list[str], *, raw_root: str | Path, frames_dir: str |
     for v in videos:
         name = frame_name(v)
         if owner.setdefault(name, v) != v:
-            raise ValueError(f"{raw_root / v} and {raw_root / owner[name]} would both become {frames_dir / name}; "
+            raise InputError(f"{raw_root / v} and {raw_root / owner[name]} would both become {frames_dir / name}; "
                              "rename one of them")
         names[v] = name
     frames_dir.mkdir(parents=True, exist_ok=True)

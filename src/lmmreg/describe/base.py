@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from lmmreg.config import ConfigError, DescribeConfig
+from lmmreg.errors import InputError
 
 
-class BackendError(ValueError):
+class BackendError(InputError):
     """The backend cannot work for any image (wrong address, model or key): the stage stops with one line."""
 
 

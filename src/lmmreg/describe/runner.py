@@ -18,6 +18,7 @@ from lmmreg.data.manifest import Record
 from lmmreg.describe.base import Answer, DescribeItem, Describer, iter_answers
 from lmmreg.describe.parse import parse_answer
 from lmmreg.describe.store import DescriptionStore, record_key
+from lmmreg.errors import InputError
 from lmmreg.progress import progress
 
 log = logging.getLogger(__name__)
@@ -28,9 +29,9 @@ def parse_shard(text: str) -> tuple[int, int]:
     try:
         i, n = (int(x) for x in text.split("/"))
     except ValueError:
-        raise ValueError(f"--shard {text!r}: expected i/n, e.g. 0/4") from None
+        raise InputError(f"--shard {text!r}: expected i/n, e.g. 0/4") from None
     if not 0 <= i < n:
-        raise ValueError(f"--shard {text!r}: need 0 <= i < n")
+        raise InputError(f"--shard {text!r}: need 0 <= i < n")
     return i, n
 
 

@@ -16,10 +16,12 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from lmmreg.errors import InputError
+
 log = logging.getLogger(__name__)
 
 
-class StoreLockedError(ValueError):
+class StoreLockedError(InputError):
     """Another process holds the store's write lock."""
 
 
@@ -88,7 +90,7 @@ def load_store_records(path: str | Path) -> list[dict]:
                 log.warning("%s:%d: unreadable record skipped (torn write?)", path, lineno)
                 continue
             if not isinstance(rec, dict) or "key" not in rec:
-                raise ValueError(f"{path}:{lineno}: not a store record (no 'key')")
+                raise InputError(f"{path}:{lineno}: not a store record (no 'key')")
             out.append(rec)
     return out
 
@@ -119,11 +121,11 @@ def merge_stores(store: DescriptionStore, shards: Iterable[str | Path], *, setti
                 store.add(rec)
                 added += 1
     if dups:
-        raise ValueError(f"merge: {len(dups)} image(s) described in more than one shard:\n  " + "\n  ".join(dups[:20]))
+        raise InputError(f"merge: {len(dups)} image(s) described in more than one shard:\n  " + "\n  ".join(dups[:20]))
     missing = [f"{image_id} ({sha})" for sha, image_id in wanted.items()
                if (r := store.get(sha, setting)) is None or r.get("error")]
     if missing:
-        raise ValueError(f"merge: {len(missing)} image(s) have no answer for setting {setting} in the shards or "
+        raise InputError(f"merge: {len(missing)} image(s) have no answer for setting {setting} in the shards or "
                          f"{store.path}:\n  " + "\n  ".join(missing[:20]))
     log.info("merge: %d record(s) added to %s; all %d images described", added, store.path, len(wanted))
     return {"added": added, "images": len(wanted), "shards_answered": len(owner)}

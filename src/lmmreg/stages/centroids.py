@@ -21,6 +21,7 @@ from lmmreg.centroids import compute_centroids, description_owners
 from lmmreg.cli import run_stage, stage_parser
 from lmmreg.config import Params
 from lmmreg.data.manifest import load_manifest
+from lmmreg.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -32,17 +33,17 @@ def main(params: Params, *, manifest: Path, text: Path, out: Path) -> None:
     owners = description_owners(desc)
     unknown = sorted(set(owners) - set(split_of))
     if unknown:
-        raise KeyError(f"{text / 'descriptions.pt'}: images not in {manifest}: {unknown[:3]} (re-run dvc repro)")
+        raise InputError(f"{text / 'descriptions.pt'}: images not in {manifest}: {unknown[:3]} (re-run dvc repro)")
     is_train = torch.tensor([split_of[o] == "train" for o in owners])
     label_of = {r.id: r.label for r in records}
     bad = [i for i, o, y in zip(desc.ids, owners, desc.labels.tolist(), strict=True) if label_of[o] != y]
     if bad:
-        raise ValueError(f"{text / 'descriptions.pt'}: labels disagree with {manifest} for {bad[:3]} "
+        raise InputError(f"{text / 'descriptions.pt'}: labels disagree with {manifest} for {bad[:3]} "
                          "(re-run dvc repro)")
     try:
         cents, counts = compute_centroids(desc.tensors["emb"], desc.labels, is_train, classes)
     except ValueError as e:
-        raise ValueError(f"{text / 'descriptions.pt'}: {e}") from None
+        raise InputError(f"{text / 'descriptions.pt'}: {e}") from None
     train_images = {o for o, t in zip(owners, is_train.tolist(), strict=True) if t}
     n_images = torch.bincount(torch.tensor([label_of[o] for o in sorted(train_images)], dtype=torch.long),
                               minlength=len(classes))

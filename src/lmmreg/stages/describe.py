@@ -22,6 +22,7 @@ from lmmreg.describe.backends import build_describer
 from lmmreg.describe.runner import collect_descriptions, describe_images, parse_shard, plan_work
 from lmmreg.describe.setting import setting_hash
 from lmmreg.describe.store import DescriptionStore, merge_stores
+from lmmreg.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def main(params: Params, *, dataset: str, raw: Path, manifest: Path, store: Path
              dataset, len(rows), len(records), totals["descriptions_per_image"], totals.get("too_few", 0),
              len(problems), totals.get("prompt_tokens", 0), totals.get("completion_tokens", 0))
     if problems:
-        raise ValueError(f"{dataset}: {len(problems)} image(s) without usable descriptions (stored answers kept "
+        raise InputError(f"{dataset}: {len(problems)} image(s) without usable descriptions (stored answers kept "
                          f"in {store}; re-run to retry):\n  " + "\n  ".join(problems[:20]))
     return summary
 

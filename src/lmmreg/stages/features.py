@@ -31,6 +31,7 @@ from lmmreg.clip.vision import encode_boundary
 from lmmreg.config import Params
 from lmmreg.data.images import load_rgb
 from lmmreg.data.manifest import Record, load_manifest, resolve_image_root
+from lmmreg.errors import InputError
 from lmmreg.progress import progress
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ def extract_features(model, transform, root: Path, records: list[Record], *, unl
         bar.update(len(idx))
     bar.close()
     if out is None:
-        raise ValueError("no images to encode")
+        raise InputError("no images to encode")
     return out
 
 

@@ -23,6 +23,7 @@ from lmmreg.data.layouts import RawItem, list_layout
 from lmmreg.data.manifest import manifest_digest, write_manifest
 from lmmreg.data.sources import placement_help
 from lmmreg.data.video import INDEX_NAME, extract_frames, is_video
+from lmmreg.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def main(params: Params, *, dataset: str, raw: Path, out: Path, frame_cache: Pat
     known = {"train", "test", "classes"} | ({"val"} if src.layout == "coop" else set())  # CoOp's format has a val
     unknown = sorted(set(src.expected) - known)
     if unknown:
-        raise ValueError(f"sources.{dataset}.expected.{unknown[0]}: unknown count (known: {', '.join(sorted(known))})")
+        raise InputError(f"sources.{dataset}.expected.{unknown[0]}: unknown count (known: {', '.join(sorted(known))})")
     try:
         layout = list_layout(src.layout, raw, src.options)
         check_layout(layout, dataset=dataset, root=raw)

@@ -19,6 +19,7 @@ from pathlib import Path
 from lmmreg import tracking
 from lmmreg.cli import run_stage, stage_parser
 from lmmreg.config import Params
+from lmmreg.errors import InputError
 from lmmreg.report import Snapshot, build_report, collect_snapshot, fill_from_snapshot, read_snapshot, write_snapshot
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ def collect_from_store(params: Params, *, prepared: Path, kept_dir: Path) -> Sna
         if n_kept:
             log.warning("%d run(s) not in the MLflow store %s: taken from %s", n_kept, uri, kept_dir)
     if not any(r["role"] == "current" for r in snap.runs):
-        raise ValueError(
+        raise InputError(
             f"no finished run of the current configuration in the MLflow store {uri}, nor in {kept_dir}: "
             "the report would be empty, so it was not written. Train first (`dvc repro`), or point this "
             "checkout at the team's tracking server: `export MLFLOW_TRACKING_URI=http://<host>:<port>` or write "
