@@ -2,13 +2,13 @@
 
     python -m lmmreg doctor                # or `make doctor`; --params configs/paper.yaml to check another file
 
-Checks, each a line of the table with its fix: every listed dataset's raw layout and counts against
-`sources.<ds>.expected`; the CLIP weights in the local caches (or the exact fetch commands; offline is found
-out in seconds); the describer (openai: one real request with one real image, its answer parsed;
-transformers: the model in the local cache and its config loadable; minigpt4: the checkout; file: the file);
-CUDA and its memory against the CLIP model; free disk against the caches this setting will write; the MLflow
-store or server, reachable and writable; the DVC remote, if one is configured. Exits 1 when anything is
-missing, 0 when everything is ready (warnings, e.g. no CUDA for a CPU run, do not fail). It writes nothing.
+Checks, each a line of the table with its fix (lmmreg.preflight.Check): every listed dataset's raw layout and
+counts against `sources.<ds>.expected`; the CLIP weights in the local caches (or the exact fetch commands; offline
+is found out in seconds); the describer, by its backend's own `preflight` (lmmreg.describe.backends: openai sends
+one real request with one real image); CUDA and its memory against the CLIP model; free disk against the caches
+this setting will write; the MLflow store, reachable and writable (lmmreg.tracking.health); the DVC remote, if one
+is configured. Exits 1 when anything is missing, 0 when everything is ready (warnings, e.g. no CUDA for a CPU run,
+do not fail). It writes nothing.
 """
 
 from __future__ import annotations
@@ -19,31 +19,19 @@ import dataclasses
 import logging
 import os
 import shutil
-import sqlite3
 import sys
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from lmmreg.config import ConfigError, Params, load_params
+from lmmreg.preflight import MISSING, OK, WARN, Check
 
 log = logging.getLogger(__name__)
 
-OK, WARN, MISSING = "ready", "warning", "MISSING"
 PROBE_TIMEOUT_S = 3.0
-SERVER_TIMEOUT_S = 20.0  # an MLflow server may answer its first request slowly; connecting is PROBE_TIMEOUT_S
-REQUEST_TIMEOUT_S = 60.0  # one real describe request: a cold server may take a while for its first answer
-
-
-@dataclass
-class Check:
-    name: str
-    status: str  # OK, WARN or MISSING
-    detail: str
-    fix: str = ""
 
 
 # ---------------------------------------------------------------------------------------------------- datasets
@@ -71,19 +59,20 @@ def check_datasets(params: Params, root: Path) -> list[Check]:
             out.append(Check(name, MISSING, f"layout {src.layout}: {str(e).splitlines()[0]}", help_text))
             continue
         absent = [it.path for it in layout.items if not (raw / it.path).is_file()]
-        counts = Counter(it.split for it in layout.items)
-        got = {"train": counts["train"], "test": counts["test"], "classes": len(layout.classes)}
+        splits = Counter(it.split for it in layout.items)
+        got = {"train": splits["train"], "test": splits["test"], "classes": len(layout.classes)}
         summary = f"layout {src.layout}: {got['train']} train / {got['test']} test, {got['classes']} classes"
+        found = {"dataset": ds, "counts": got}
         if absent:
             out.append(Check(name, MISSING, f"{summary}; {len(absent)} listed file(s) absent, e.g. {absent[0]}",
-                             help_text))
+                             help_text, **found))
             continue
         off = [f"{k} {got[k]} vs {v}" for k, v in src.expected.items() if k in got and got[k] != v]
         if off:
             out.append(Check(name, WARN, f"{summary}; differs from the paper: {', '.join(off)}",
-                             "fine for your own subset; for the paper's numbers: " + help_text))
+                             "fine for your own subset; for the paper's numbers: " + help_text, **found))
         else:
-            out.append(Check(name, OK, summary + (" (as in the paper)" if src.expected else "")))
+            out.append(Check(name, OK, summary + (" (as in the paper)" if src.expected else ""), **found))
     return out
 
 
@@ -152,106 +141,18 @@ def _sample_image(params: Params, root: Path) -> Path:
 
 
 def check_describer(params: Params, root: Path) -> Check:
+    """The configured backend's own preflight (lmmreg.describe.backends): a real request, a cached model, a file."""
+    from lmmreg.describe.backends import preflight
+
     cfg = params.describe
     name = f"describer {cfg.backend}" + (f" ({cfg.model})" if cfg.model else "")
-    check = {"openai": _check_openai, "transformers": _check_transformers, "minigpt4": _check_minigpt4,
-             "file": _check_file}.get(cfg.backend)
-    if check is None:
-        return Check(name, OK, "built in (no model or server needed)")
     try:
-        status, detail, fix = check(params, root)
+        verdict = preflight(cfg, root=root, sample_image=lambda: _sample_image(params, root))
     except ConfigError as e:
-        status, detail, fix = MISSING, str(e), "fix the describe section of params.yaml (docs/describe.md)"
-    return Check(name, status, detail, fix)
-
-
-def _check_openai(params: Params, root: Path) -> tuple[str, str, str]:
-    """One real request with one real image, answered and parsed, as the describe stage will send it."""
-    from lmmreg.data.manifest import sha256_file
-    from lmmreg.describe.base import BackendError, DescribeItem
-    from lmmreg.describe.openai_chat import OpenAIChatDescriber, ServerUnreachableError, start_server_hint
-    from lmmreg.describe.parse import parse_answer
-
-    cfg = params.describe
-    probe_cfg = dataclasses.replace(cfg, options={**cfg.options, "max_retries": 0, "max_connect_failures": 1,
-                                                  "concurrency": 1,
-                                                  "timeout_s": min(float(cfg.options.get("timeout_s", 300.0)),
-                                                                   REQUEST_TIMEOUT_S)})
-    describer = OpenAIChatDescriber(probe_cfg)
-    image = _sample_image(params, root)
-    hint = start_server_hint(describer.base_url, cfg.model)
-    t0 = time.perf_counter()
-    try:
-        (ans,) = describer.describe_batch([DescribeItem("doctor", image, sha256_file(image))])
-    except ServerUnreachableError as e:
-        last = str(e).split("last: ", 1)[-1].split("). Start", 1)[0]
-        return MISSING, f"no server at {describer.base_url} ({last})", f"start it: {hint}"
-    except BackendError as e:
-        return MISSING, str(e), "check describe.options.base_url, describe.model and the API key"
-    took = time.perf_counter() - t0
-    if ans.error:
-        return MISSING, f"{describer.base_url} answered with an error: {ans.error}", f"check the server's log; {hint}"
-    parsed = parse_answer(ans.raw, cfg.n_descriptions, truncated=bool(ans.truncated))
-    detail = (f"{describer.base_url} answered in {took:.1f} s for {image.name}: {len(parsed.descriptions)} of "
-              f"{cfg.n_descriptions} descriptions parsed")
-    if not parsed.descriptions:
-        return MISSING, detail + f" (raw: {ans.raw[:80]!r})", "the model answered no list: check describe.model"
-    if len(parsed.descriptions) < cfg.n_descriptions:
-        return WARN, detail, "fewer descriptions than asked: see describe.on_too_few"
-    return OK, detail, ""
-
-
-def _check_transformers(params: Params, root: Path) -> tuple[str, str, str]:
-    """The model in the local Hugging Face cache (or a local folder) and its config loadable; no weights read."""
-    cfg = params.describe
-    if not cfg.model:
-        return MISSING, "describe.model is empty", "set describe.model to a model id or a local model directory"
-    fetch = f"huggingface-cli download {cfg.model}"
-    local = Path(cfg.model).expanduser()
-    if local.is_dir():
-        where = str(local)
-        has_weights = any(local.glob("*.safetensors")) or any(local.glob("*.bin"))
-    else:
-        from huggingface_hub import try_to_load_from_cache
-
-        hit = try_to_load_from_cache(cfg.model, "config.json")
-        if not isinstance(hit, str):
-            return MISSING, f"{cfg.model} is not in the local Hugging Face cache", f"fetch it: {fetch}"
-        where = str(Path(hit).parent)
-        has_weights = any(Path(where).glob("*.safetensors")) or any(Path(where).glob("*.bin"))
-    if not has_weights:
-        return MISSING, f"{where}: config but no weight files", f"fetch them: {fetch}"
-    from transformers import AutoConfig
-
-    try:
-        conf = AutoConfig.from_pretrained(where, trust_remote_code=bool(cfg.options.get("trust_remote_code")))
-    except (OSError, ValueError) as e:
-        return MISSING, f"{cfg.model}: config not loadable ({str(e).splitlines()[0]})", f"re-fetch it: {fetch}"
-    return OK, f"{where}: {type(conf).__name__}, weights present", ""
-
-
-def _check_minigpt4(params: Params, root: Path) -> tuple[str, str, str]:
-    opts = params.describe.options
-    clone = "git clone https://github.com/Vision-CAIR/MiniGPT-4 and set describe.options.repo (docs/describe.md)"
-    if not opts.get("repo"):
-        return MISSING, "describe.options.repo is not set", clone
-    repo = Path(str(opts["repo"])).expanduser().resolve()
-    if not (repo / "minigpt4").is_dir():
-        return MISSING, f"{repo}: no minigpt4/ package there", clone
-    cfg_path = repo / str(opts.get("cfg_path", "eval_configs/minigpt4_eval.yaml"))
-    if not cfg_path.is_file():
-        return MISSING, f"{cfg_path}: eval config not found", "set describe.options.cfg_path"
-    if opts.get("ckpt") and not Path(str(opts["ckpt"])).expanduser().is_file():
-        return MISSING, f"{opts['ckpt']}: checkpoint not found", "download the pretrained MiniGPT-4 checkpoint"
-    return OK, f"checkout {repo}, config {cfg_path.name}", ""
-
-
-def _check_file(params: Params, root: Path) -> tuple[str, str, str]:
-    path = Path(params.describe.import_file)
-    path = path if path.is_absolute() else root / path
-    if not path.is_file() or path.stat().st_size == 0:
-        return MISSING, f"{path}: not found or empty", "set describe.import_file to your descriptions (.jsonl/.csv)"
-    return OK, f"{path} ({path.stat().st_size} bytes)", ""
+        verdict = MISSING, str(e), "fix the describe section of params.yaml (docs/describe.md)"
+    if verdict is None:
+        return Check(name, OK, "built in (no model or server needed)")
+    return Check(name, *verdict)
 
 
 # ---------------------------------------------------------------------------------------------------- CUDA, disk
@@ -328,63 +229,10 @@ def check_disk(params: Params, root: Path, counts: dict[str, int]) -> Check:
 
 
 def check_mlflow(root: Path) -> Check:
-    """The tracking store this checkout logs to: a local SQLite file writable, or a server answering reads and a
-    harmless write (an experiment tag)."""
-    import httpx
+    """The tracking store this checkout logs to, reachable and writable (lmmreg.tracking.health)."""
+    from lmmreg.tracking.health import check_store
 
-    from lmmreg import tracking
-
-    uri = tracking.tracking_uri()
-    name = "MLflow store"
-    timeout = httpx.Timeout(SERVER_TIMEOUT_S, connect=PROBE_TIMEOUT_S)
-    if uri.startswith("sqlite:///"):
-        db = Path(uri.removeprefix("sqlite:///"))
-        if not db.exists():
-            writable = os.access(db.parent, os.W_OK)
-            return Check(name, OK if writable else MISSING, f"{db} not created yet (`make repro` creates it)",
-                         "" if writable else f"{db.parent} is not writable")
-        try:
-            con = sqlite3.connect(db, timeout=5)
-            try:
-                tables = {r[0] for r in con.execute("select name from sqlite_master where type='table'")}
-                con.execute("begin immediate")  # takes the write lock: fails on a read-only file or folder
-                con.rollback()
-            finally:
-                con.close()
-        except sqlite3.Error as e:
-            return Check(name, MISSING, f"{db}: {e}", "check the file's permissions, or move it away and "
-                                                       "`python -m lmmreg.tracking init`")
-        if "experiments" not in tables:
-            return Check(name, MISSING, f"{db} is not an MLflow store", "`python -m lmmreg.tracking init`")
-        return Check(name, OK, f"{uri} (writable)")
-    if uri.startswith(("http://", "https://")):
-        base = uri.rstrip("/")
-        try:
-            health = httpx.get(f"{base}/health", timeout=timeout)
-            got = httpx.get(f"{base}/api/2.0/mlflow/experiments/get-by-name",
-                            params={"experiment_name": tracking.EXPERIMENT}, timeout=timeout)
-        except httpx.HTTPError as e:
-            return Check(name, MISSING, f"{uri}: {type(e).__name__}: {e}",
-                         "start it (`mlflow server --host 0.0.0.0 --port 5000`, docs/team.md) or fix "
-                         "MLFLOW_TRACKING_URI / .mlflow-uri")
-        if health.status_code != 200 or got.status_code not in (200, 404):
-            return Check(name, MISSING, f"{uri}: /health {health.status_code}, API {got.status_code}",
-                         "is this an MLflow server? check the URI and credentials")
-        if got.status_code == 404:
-            return Check(name, OK, f"{uri} answers; experiment {tracking.EXPERIMENT!r} not created yet",
-                         "`python -m lmmreg.tracking init` creates it")
-        exp_id = got.json()["experiment"]["experiment_id"]
-        put = httpx.post(f"{base}/api/2.0/mlflow/experiments/set-experiment-tag", timeout=timeout,
-                         json={"experiment_id": exp_id, "key": "lmmreg.doctor", "value": time.strftime("%FT%T")})
-        if put.status_code != 200:
-            return Check(name, MISSING, f"{uri}: reads work, a write was refused (HTTP {put.status_code})",
-                         "check the server's permissions")
-        return Check(name, OK, f"{uri} (read and write)")
-    if uri.startswith("file:") or "://" not in uri:
-        path = Path(uri.removeprefix("file://").removeprefix("file:"))
-        ok = os.access(path if path.exists() else path.parent, os.W_OK)
-        return Check(name, OK if ok else MISSING, f"{uri}" + ("" if ok else " is not writable"))
-    return Check(name, WARN, f"{uri}: not checked (scheme not known to the doctor)")
+    return Check("MLflow store", *check_store())
 
 
 def _dvc_config(root: Path) -> configparser.ConfigParser:
@@ -438,35 +286,34 @@ def _dataset_counts(params: Params, checks: list[Check]) -> dict[str, int]:
         counts[ds] = exp.get("train", 0) + exp.get("test", 0)
         if ds == "demo":
             counts[ds] = params.demo.n_classes * (params.demo.train_per_class + params.demo.test_per_class)
-    for c in checks:
-        if c.name.startswith("dataset ") and "train /" in c.detail:
-            ds = c.name.removeprefix("dataset ")
-            words = c.detail.split(": ", 1)[1].split()
-            counts[ds] = int(words[0]) + int(words[3])
+    counts.update({c.dataset: c.counts["train"] + c.counts["test"] for c in checks if c.dataset})
     return counts
+
+
+# name (for --skip) -> check, given the params, the root and the lines so far (the disk estimate reads the datasets')
+CHECKS: dict[str, Callable[[Params, Path, list[Check]], Check | list[Check]]] = {
+    "datasets": lambda params, root, done: check_datasets(params, root),
+    "weights": lambda params, root, done: check_weights(params, root),
+    "describer": lambda params, root, done: check_describer(params, root),
+    "cuda": lambda params, root, done: check_cuda(params),
+    "disk": lambda params, root, done: check_disk(params, root, _dataset_counts(params, done)),
+    "mlflow": lambda params, root, done: check_mlflow(root),
+    "dvc": lambda params, root, done: check_dvc_remote(root),
+}
 
 
 def run_checks(params: Params, root: Path, *, skip: frozenset[str] = frozenset()) -> list[Check]:
     """Every check, each guarded so one crash is a MISSING line, not a traceback that hides the others."""
     checks: list[Check] = []
-
-    def guarded(name: str, fn: Callable[[], Check | list[Check]]) -> None:
+    for name, check in CHECKS.items():
         if name in skip:
-            return
+            continue
         try:
-            got = fn()
+            got = check(params, root, checks)
         except Exception as e:  # a bug or an environment surprise in one check must not hide the others
             log.debug("check %s failed", name, exc_info=True)
             got = Check(name, MISSING, f"the check itself failed: {type(e).__name__}: {e}")
         checks.extend(got if isinstance(got, list) else [got])
-
-    guarded("datasets", lambda: check_datasets(params, root))
-    guarded("weights", lambda: check_weights(params, root))
-    guarded("describer", lambda: check_describer(params, root))
-    guarded("cuda", lambda: check_cuda(params))
-    guarded("disk", lambda: check_disk(params, root, _dataset_counts(params, checks)))
-    guarded("mlflow", lambda: check_mlflow(root))
-    guarded("dvc", lambda: check_dvc_remote(root))
     return checks
 
 
@@ -480,22 +327,19 @@ def format_table(checks: list[Check]) -> str:
     return "\n".join(lines)
 
 
-CHECK_NAMES = ("datasets", "weights", "describer", "cuda", "disk", "mlflow", "dvc")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lmmreg doctor", description=__doc__.split("\n\n")[0])
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     parser.add_argument("--root", type=Path, default=None, help="project root (default: the folder of dvc.yaml)")
-    parser.add_argument("--skip", default="", help=f"comma-separated checks to skip: {', '.join(CHECK_NAMES)}")
+    parser.add_argument("--skip", default="", help=f"comma-separated checks to skip: {', '.join(CHECKS)}")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from lmmreg.tracking import project_root
 
     root = (args.root or project_root()).resolve()
     skip = frozenset(s.strip() for s in args.skip.split(",") if s.strip())
-    if skip - set(CHECK_NAMES):
-        parser.error(f"--skip: unknown check(s) {sorted(skip - set(CHECK_NAMES))} (known: {', '.join(CHECK_NAMES)})")
+    if skip - set(CHECKS):
+        parser.error(f"--skip: unknown check(s) {sorted(skip - set(CHECKS))} (known: {', '.join(CHECKS)})")
     t0 = time.perf_counter()
     params_path = Path(args.params) if Path(args.params).is_absolute() else root / args.params
     try:

@@ -11,12 +11,15 @@ A batch that runs out of GPU memory is split in half and retried rather than abo
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from PIL import Image
 
 from lmmreg.config import ConfigError, DescribeConfig
 from lmmreg.describe.base import Answer, DescribeItem, check_options, item_seed, option
+from lmmreg.preflight import MISSING, OK, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -123,3 +126,29 @@ class TransformersDescriber:
             for i, ans in zip(ok, self._generate_splitting_on_oom([items[i] for i in ok], images), strict=True):
                 answers[i] = ans
         return answers
+
+
+def preflight(cfg: DescribeConfig, *, root: Path, sample_image: Callable[[], Path]) -> Verdict:
+    """The model in the local Hugging Face cache (or a local folder) and its config loadable; no weights read."""
+    if not cfg.model:
+        return MISSING, "describe.model is empty", "set describe.model to a model id or a local model directory"
+    fetch = f"huggingface-cli download {cfg.model}"
+    local = Path(cfg.model).expanduser()
+    if local.is_dir():
+        where = str(local)
+    else:
+        from huggingface_hub import try_to_load_from_cache
+
+        hit = try_to_load_from_cache(cfg.model, "config.json")
+        if not isinstance(hit, str):
+            return MISSING, f"{cfg.model} is not in the local Hugging Face cache", f"fetch it: {fetch}"
+        where = str(Path(hit).parent)
+    if not any(Path(where).glob("*.safetensors")) and not any(Path(where).glob("*.bin")):
+        return MISSING, f"{where}: config but no weight files", f"fetch them: {fetch}"
+    from transformers import AutoConfig
+
+    try:
+        conf = AutoConfig.from_pretrained(where, trust_remote_code=bool(cfg.options.get("trust_remote_code")))
+    except (OSError, ValueError) as e:
+        return MISSING, f"{cfg.model}: config not loadable ({str(e).splitlines()[0]})", f"re-fetch it: {fetch}"
+    return OK, f"{where}: {type(conf).__name__}, weights present", ""

@@ -23,6 +23,8 @@ from pathlib import Path
 
 from lmmreg.config import ConfigError, DescribeConfig
 from lmmreg.describe.base import Answer, DescribeItem, check_options, option
+from lmmreg.errors import InputError
+from lmmreg.preflight import MISSING, OK, Verdict
 
 KEYS = ("id", "path", "sha256")
 
@@ -44,18 +46,18 @@ def load_imported(path: Path, key: str, normalize: Callable[[str], str] = str) -
                 try:
                     rec = json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise ValueError(f"{where}: not JSON ({e})") from None
+                    raise InputError(f"{where}: not JSON ({e})") from None
                 if not isinstance(rec, dict) or key not in rec:
-                    raise ValueError(f"{where}: no {key!r} field (describe.options.key: {key})")
+                    raise InputError(f"{where}: no {key!r} field (describe.options.key: {key})")
                 if isinstance(rec.get("descriptions"), list) and all(isinstance(d, str) for d in rec["descriptions"]):
                     text = _as_answer(rec["descriptions"])
                 elif isinstance(rec.get("answer"), str):
                     text = rec["answer"]
                 else:
-                    raise ValueError(f"{where}: needs 'descriptions' (a list of strings) or 'answer' (a string)")
+                    raise InputError(f"{where}: needs 'descriptions' (a list of strings) or 'answer' (a string)")
                 k = normalize(str(rec[key]))
                 if k in out:
-                    raise ValueError(f"{where}: {key} {rec[key]!r} appears twice")
+                    raise InputError(f"{where}: {key} {rec[key]!r} appears twice")
                 out[k] = text
         return out
     if path.suffix == ".csv":
@@ -64,12 +66,12 @@ def load_imported(path: Path, key: str, normalize: Callable[[str], str] = str) -
             cols = reader.fieldnames or []
             text_col = "answer" if "answer" in cols else "description" if "description" in cols else None
             if key not in cols or text_col is None:
-                raise ValueError(f"{path}: needs columns {key!r} and 'answer' or 'description', has {cols}")
+                raise InputError(f"{path}: needs columns {key!r} and 'answer' or 'description', has {cols}")
             grouped: dict[str, list[str]] = {}
             for lineno, row in enumerate(reader, start=2):
                 k, text = normalize(row[key]), row[text_col]
                 if text_col == "answer" and k in grouped:
-                    raise ValueError(f"{path}:{lineno}: {key} {k!r} appears twice")
+                    raise InputError(f"{path}:{lineno}: {key} {k!r} appears twice")
                 grouped.setdefault(k, []).append(text or "")
         if text_col == "answer":
             return {k: v[0] for k, v in grouped.items()}
@@ -112,3 +114,12 @@ class FileDescriber:
             out.append(Answer(raw=text) if text is not None else
                        Answer(raw="", error=f"not in {self.path} (describe.options.key: {self.key})"))
         return out
+
+
+def preflight(cfg: DescribeConfig, *, root: Path, sample_image: Callable[[], Path]) -> Verdict:
+    """The file to import exists and is not empty (its content is checked when the stage reads it)."""
+    path = Path(cfg.import_file)
+    path = path if path.is_absolute() else root / path
+    if not path.is_file() or path.stat().st_size == 0:
+        return MISSING, f"{path}: not found or empty", "set describe.import_file to your descriptions (.jsonl/.csv)"
+    return OK, f"{path} ({path.stat().st_size} bytes)", ""

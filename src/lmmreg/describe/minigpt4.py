@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,6 +22,7 @@ from PIL import Image
 
 from lmmreg.config import ConfigError, DescribeConfig
 from lmmreg.describe.base import Answer, DescribeItem, check_options, item_seed, option
+from lmmreg.preflight import MISSING, OK, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -92,3 +94,20 @@ class MiniGPT4Describer:
             n_new = len(tokens)
             answers.append(Answer(raw=text, completion_tokens=n_new, truncated=n_new >= cfg.max_new_tokens))
         return answers
+
+
+def preflight(cfg: DescribeConfig, *, root: Path, sample_image: Callable[[], Path]) -> Verdict:
+    """The checkout, its eval config and the checkpoint, where the options say; nothing loaded."""
+    opts = cfg.options
+    clone = "git clone https://github.com/Vision-CAIR/MiniGPT-4 and set describe.options.repo (docs/describe.md)"
+    if not opts.get("repo"):
+        return MISSING, "describe.options.repo is not set", clone
+    repo = Path(str(opts["repo"])).expanduser().resolve()
+    if not (repo / "minigpt4").is_dir():
+        return MISSING, f"{repo}: no minigpt4/ package there", clone
+    cfg_path = repo / str(opts.get("cfg_path", "eval_configs/minigpt4_eval.yaml"))
+    if not cfg_path.is_file():
+        return MISSING, f"{cfg_path}: eval config not found", "set describe.options.cfg_path"
+    if opts.get("ckpt") and not Path(str(opts["ckpt"])).expanduser().is_file():
+        return MISSING, f"{opts['ckpt']}: checkpoint not found", "download the pretrained MiniGPT-4 checkpoint"
+    return OK, f"checkout {repo}, config {cfg_path.name}", ""

@@ -22,19 +22,22 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import logging
 import mimetypes
 import os
 import queue
 import random
 import threading
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import httpx
 
 from lmmreg.config import ConfigError, DescribeConfig
 from lmmreg.describe.base import Answer, BackendError, DescribeItem, check_options, item_seed, option
+from lmmreg.preflight import MISSING, OK, WARN, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +48,13 @@ FATAL_STATUS = {401, 403, 404}  # wrong key, wrong model or wrong address: no im
 # Connecting is quick or it is not happening; a slow *answer* is the read timeout's business (timeout_s).
 CONNECT_TIMEOUT_S = 10.0
 CONNECT_RETRY_WAIT_S = 0.5  # between connection attempts that found no server: the breaker decides soon
+PREFLIGHT_TIMEOUT_S = 60.0  # doctor's one real request: a cold server may take a while for its first answer
 
 
 class ServerUnreachableError(BackendError):
-    """No server answers at `base_url`: every image would fail the same way."""
+    """No server answers at `base_url`: every image would fail the same way. `last`: the last connection error."""
+
+    last: str = ""
 
 
 def start_server_hint(base_url: str, model: str) -> str:
@@ -138,11 +144,13 @@ class OpenAIChatDescriber:
         """Count a connection attempt that reached no server; trip the breaker at `max_connect_failures`."""
         self._connect_failures += 1
         if self._connect_failures >= self.max_connect_failures:
-            raise ServerUnreachableError(
+            err = ServerUnreachableError(
                 f"describe.options.base_url {self.base_url}: no server answers ({self._connect_failures} connection "
                 f"attempts in a row failed; last: {problem}). Start one, e.g. "
                 f"{start_server_hint(self.base_url, self.cfg.model)}, or fix describe.options.base_url; "
                 "answers already stored are kept and the next run continues from them")
+            err.last = problem
+            raise err
 
     def _backoff(self, attempt: int, retry_after: str | None) -> float:
         if retry_after:
@@ -263,3 +271,35 @@ class OpenAIChatDescriber:
     def describe_batch(self, items: list[DescribeItem]) -> list[Answer]:
         got = {id(item): ans for item, ans in self.describe_iter(items)}
         return [got[id(item)] for item in items]
+
+
+def preflight(cfg: DescribeConfig, *, root: Path, sample_image: Callable[[], Path]) -> Verdict:
+    """One real request with one real image, answered and parsed, as the describe stage will send it."""
+    from lmmreg.data.manifest import sha256_file
+    from lmmreg.describe.parse import parse_answer
+
+    probe_cfg = dataclasses.replace(cfg, options={**cfg.options, "max_retries": 0, "max_connect_failures": 1,
+                                                  "concurrency": 1,
+                                                  "timeout_s": min(float(cfg.options.get("timeout_s", 300.0)),
+                                                                   PREFLIGHT_TIMEOUT_S)})
+    describer = OpenAIChatDescriber(probe_cfg)
+    image = sample_image()
+    hint = start_server_hint(describer.base_url, cfg.model)
+    t0 = time.perf_counter()
+    try:
+        (ans,) = describer.describe_batch([DescribeItem("doctor", image, sha256_file(image))])
+    except ServerUnreachableError as e:
+        return MISSING, f"no server at {describer.base_url} ({e.last})", f"start it: {hint}"
+    except BackendError as e:
+        return MISSING, str(e), "check describe.options.base_url, describe.model and the API key"
+    took = time.perf_counter() - t0
+    if ans.error:
+        return MISSING, f"{describer.base_url} answered with an error: {ans.error}", f"check the server's log; {hint}"
+    parsed = parse_answer(ans.raw, cfg.n_descriptions, truncated=bool(ans.truncated))
+    detail = (f"{describer.base_url} answered in {took:.1f} s for {image.name}: {len(parsed.descriptions)} of "
+              f"{cfg.n_descriptions} descriptions parsed")
+    if not parsed.descriptions:
+        return MISSING, detail + f" (raw: {ans.raw[:80]!r})", "the model answered no list: check describe.model"
+    if len(parsed.descriptions) < cfg.n_descriptions:
+        return WARN, detail, "fewer descriptions than asked: see describe.on_too_few"
+    return OK, detail, ""

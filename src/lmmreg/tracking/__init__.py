@@ -11,6 +11,7 @@
 | models   | logging a pyfunc model quietly, its pinned requirements |
 | read     | the report's reading: finished child runs by tag, metric histories, JSON artifacts |
 | pretrain | the demo CLIP's pretraining run |
+| health   | doctor's check: the store answers, is an MLflow store and takes a write (imported by doctor alone) |
 | cli      | `python -m lmmreg.tracking init` (the store, before parallel runs) and `link` (the runs table) |
 
 What a run looks like (docs/tracking.md): a child run per (method, seed), named `<dataset> · <method> · seed k ·
