@@ -1,5 +1,7 @@
-"""Statistics the paper lacks: seeds, two-level bootstrap intervals, McNemar's test, seed-level tests, the minimum
-detectable effect, per-class deltas, compactness."""
+"""Statistics the paper lacks: seeds, two-level bootstrap intervals, McNemar's test (per seed, and clustered by
+image over seeds), the variance components of a seeds × images design with their t-test and minimum detectable
+effect, seed-level tests, Holm's correction, per-class deltas, compactness. docs/intervals.md says what each one
+resamples and how to read it."""
 
 from __future__ import annotations
 
@@ -149,13 +151,225 @@ def two_level_bootstrap(values: np.ndarray, *, n_boot: int, ci: float, seed: int
     return {"mean": mean, "lo": float(lo), "hi": float(hi), "se": float(boots.std(ddof=1))}
 
 
-def minimum_detectable_effect(se: float, *, alpha: float = 0.05, power: float = 0.8) -> float:
-    """The smallest true effect a two-sided test at level `alpha` detects with probability `power`, for an
-    estimate with standard error `se` (normal approximation: (z_{1-alpha/2} + z_power) · se, 2.80 · se at
-    0.05 and 80 %)."""
-    from scipy.stats import norm
+def minimum_detectable_effect(se: float, *, df: float = math.inf, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The true effect a two-sided t-test at level `alpha` on `df` degrees of freedom detects with probability
+    `power`, for an estimate with standard error `se`: (t_{df, 1-alpha/2} + t_{df, power}) · se (Bloom 1995). It
+    is the effect found with 80 % power, not a floor: smaller effects are found less often, not never. Normal
+    multipliers at df = inf (2.80 · se at 0.05 and 80 %); 3.35 · se at 6 df."""
+    from scipy.stats import t
 
-    return float((norm.ppf(1 - alpha / 2) + norm.ppf(power)) * se)
+    if not math.isfinite(se):
+        return float("nan")
+    if not df > 0:
+        return float("nan")
+    return float((t.ppf(1 - alpha / 2, df) + t.ppf(power, df)) * se)
+
+
+def variance_components(values: np.ndarray) -> dict:
+    """The mean of `values` [..., S, N] (S seeds crossed with N test images, one observation per cell: 0/1
+    correctness or a paired difference of two) in points, with the variance components of the design, the
+    standard error of the mean and its Satterthwaite degrees of freedom; floats for one [S, N] matrix, arrays of
+    the leading shape for a stack of them.
+
+    Two-way random-effects ANOVA (method of moments): with mean squares MS_seed (S−1 df), MS_image (N−1 df) and
+    MS_resid ((S−1)(N−1) df), σ²_seed = (MS_seed − MS_resid)/N, σ²_image = (MS_image − MS_resid)/S and
+    σ²_inter = MS_resid (seed × image interaction and noise), a negative estimate set to 0. The variance of the
+    mean, σ²_seed/S + σ²_image/N + σ²_inter/(S·N), is a linear combination Σ c_k MS_k of the mean squares, and its
+    Satterthwaite (1946) degrees of freedom are (Σ c_k MS_k)² / Σ (c_k MS_k)²/df_k: near S − 1 where seeds
+    dominate, near N − 1 where images do. `share_*` split the variance of the mean between the three. One seed:
+    the seed component cannot be estimated and the error is the images' alone (N − 1 df). The mean squares are
+    kept for `components_p`."""
+    v = np.asarray(values, dtype=np.float64) * 100.0  # [..., S, N] in points
+    s, n = v.shape[-2:]
+    grand = v.mean(axis=(-2, -1))  # [...]
+    col = v.mean(axis=-2)  # [..., N] each image's mean over seeds
+    ms_image = s * ((col - grand[..., None]) ** 2).sum(axis=-1) / max(n - 1, 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if s > 1:
+            row = v.mean(axis=-1)  # [..., S] each seed's mean over images
+            ms_seed = n * ((row - grand[..., None]) ** 2).sum(axis=-1) / (s - 1)
+            resid = v - row[..., :, None] - col[..., None, :] + grand[..., None, None]  # [..., S, N]
+            df_resid = (s - 1) * (n - 1)
+            ms_resid = (resid ** 2).sum(axis=(-2, -1)) / max(df_resid, 1)
+            keep_seed, keep_image = ms_seed > ms_resid, ms_image > ms_resid  # a negative component is set to 0
+            terms = ((keep_seed * ms_seed / (s * n), s - 1), (keep_image * ms_image / (s * n), n - 1),
+                     ((1.0 - keep_seed - keep_image) * ms_resid / (s * n), df_resid))  # (c_k · MS_k, df_k)
+            parts = {"var_seed": np.where(keep_seed, (ms_seed - ms_resid) / n, 0.0),
+                     "var_image": np.where(keep_image, (ms_image - ms_resid) / s, 0.0), "var_inter": ms_resid}
+        else:
+            ms_seed = ms_resid = np.full_like(grand, np.nan)
+            terms = ((ms_image / n, n - 1),)
+            parts = {"var_seed": ms_seed, "var_image": ms_image, "var_inter": ms_resid}
+        var = sum(c for c, _ in terms)
+        df = var ** 2 / sum(c ** 2 / d for c, d in terms)
+        out = {"mean": grand, "se": np.sqrt(var), "df": np.where(var > 0, df, np.nan), **parts,
+               "share_seed": parts["var_seed"] / s / var, "share_image": parts["var_image"] / n / var,
+               "share_inter": parts["var_inter"] / (s * n) / var,
+               "ms_seed": ms_seed, "ms_image": ms_image, "ms_resid": ms_resid}
+    if n < 2:
+        out = {k: np.full_like(grand, np.nan) if k != "mean" else grand for k in out}
+    out |= {"s": s, "n": n}
+    return {k: float(x) if np.ndim(x) == 0 and k not in ("s", "n") else x for k, x in out.items()}
+
+
+_LOG_U = np.arange(-80.0, 7.6, 0.2)  # log of the χ² variable: a trapezoid grid, exact to ~3e-9 relative
+
+
+def _mixture_logsf(x: np.ndarray, vc: dict) -> np.ndarray:
+    """log P(Z · τ(U) > x), Z ~ N(0, 1), U ~ χ²_{S−1}: the generalized pivot of the mean's error (see
+    `components_p`), τ²(U) = max(MS_seed·(S−1)/U − MS_resid, 0)/(S·N) + max(MS_image, MS_resid)/(S·N)."""
+    from scipy.special import gammainc, gammaln, log_ndtr
+
+    s, n = vc["s"], vc["n"]
+    k = s - 1
+    shape = np.shape(x)
+    x = np.atleast_1d(np.asarray(x, dtype=np.float64))
+    a, e, b = (np.broadcast_to(np.asarray(vc[m], dtype=np.float64), x.shape).reshape(-1, 1) / (s * n)
+               for m in ("ms_seed", "ms_resid", "ms_image"))
+    b = np.maximum(b, e)
+    u = np.exp(_LOG_U)  # [G]
+    log_w = (k / 2) * (_LOG_U - math.log(2)) - u / 2 - gammaln(k / 2) + math.log(_LOG_U[1] - _LOG_U[0])  # χ²_k · du
+    log_w[[0, -1]] -= math.log(2)  # trapezoid ends
+    below = math.log(gammainc(k / 2, u[0] / 2)) + math.log(0.5)  # U below the grid: τ huge, P(Z·τ > x) = 1/2
+    out = np.empty(x.size)
+    flat = x.reshape(-1, 1)
+    for i in range(0, x.size, 2048):  # [chunk, G] at a time
+        sl = slice(i, i + 2048)
+        tau = np.sqrt(np.maximum(a[sl] * k / u - e[sl], 0.0) + b[sl])  # [chunk, G]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            body = log_ndtr(-flat[sl] / tau) + log_w  # [chunk, G] log of each node's share
+        top = np.maximum(body.max(axis=1), below)  # [chunk]: log-sum-exp with the mass below the grid
+        out[sl] = top + np.log(np.exp(body - top[:, None]).sum(axis=1) + np.exp(below - top))
+    return out.reshape(shape)
+
+
+def components_p(vc: dict, null: float | np.ndarray = 0.0) -> float | np.ndarray:
+    """Two-sided p of mean = `null` for `variance_components`' output: a generalized p-value (Tsui & Weerahandi
+    1989) that carries the uncertainty of the seed component, estimated on S − 1 df, where the Satterthwaite
+    t-test plugs the estimate in (and with 3 seeds gives p-values far too small in the tail a multiplicity
+    correction uses: docs/intervals.md).
+
+    The mean's error is N(0, τ²) with τ² = σ²_seed/S + σ²_image/N + σ²_inter/(S·N). The image and interaction
+    terms are estimated on N − 1 and (S−1)(N−1) df and taken as known; the seed term's pivot is
+    (MS_seed·(S−1)/U − MS_resid)/(S·N), U ~ χ²_{S−1}, set to 0 where negative; the p is P(|Z|·τ(U) ≥ |mean −
+    null|) over Z and U. With no image variance it is the paired t-test of the seed means on S − 1 df; with no
+    seed variance it tends to the z-test over images. One seed: the t-test over images on N − 1 df, a test of
+    that run and not of a new seed."""
+    from scipy.stats import t
+
+    x = np.abs(np.asarray(vc["mean"], dtype=np.float64) - null)
+    if vc["s"] == 1:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            p = 2 * t.sf(x / vc["se"], vc["n"] - 1)
+    else:
+        p = np.minimum(1.0, 2 * np.exp(_mixture_logsf(x, vc)))
+    p = np.where(x == 0, 1.0, np.where(np.asarray(vc["se"]) > 0, p, np.nan))
+    return float(p) if np.ndim(p) == 0 else p
+
+
+def components_interval(vc: dict, *, ci: float) -> tuple[float, float]:
+    """The `ci` interval of the mean that `components_p` inverts: every value its test does not reject at 1 − ci."""
+    half = _critical(vc, 1 - ci)
+    return vc["mean"] - half, vc["mean"] + half
+
+
+def _critical(vc: dict, alpha: float) -> float:
+    """The half-width q with components_p(mean ± q) = alpha: bracketed on a grid of multiples of the standard
+    error (one vectorised call), then solved."""
+    from scipy.optimize import brentq
+
+    se = vc["se"]
+    if not (math.isfinite(se) and se > 0):
+        return float("nan")
+    if vc["s"] == 1:
+        from scipy.stats import t
+
+        return float(t.ppf(1 - alpha / 2, vc["n"] - 1) * se)
+    grid = se * np.geomspace(0.5, 1e6, 64)  # [64]: the answer lies between z·se and t_1's 1e-6 point·se
+    logp = _mixture_logsf(grid, vc) + math.log(2)
+    i = int(np.searchsorted(-logp, -math.log(alpha)))  # first grid point with p ≤ alpha
+    if i == 0 or i == len(grid):
+        return float("nan")
+    return float(brentq(lambda h: float(_mixture_logsf(h, vc)) + math.log(2) - math.log(alpha), grid[i - 1], grid[i],
+                        xtol=1e-10 * se))
+
+
+def components_test(values: np.ndarray, *, ci: float = 0.95, alpha: float = 0.05, power: float = 0.8) -> dict:
+    """The verdict test of mean = 0 for a seeds × images matrix [S, N] (docs/intervals.md): `variance_components`,
+    the generalized p (`components_p`) and the interval it inverts, and the minimum detectable effect.
+
+    The MDE is a t multiplier at the design's effective degrees of freedom: ν* is the df of the t distribution
+    whose two-sided `alpha` point is this test's (t_{ν*} · se = its critical half-width), so ν* counts what the
+    seed component's S − 1 df cost (ν* = S − 1 where seeds dominate, large where they cannot matter), and
+    MDE = (t_{ν*, 1−alpha/2} + t_{ν*, power}) · se (Bloom 1995). `satterthwaite_df` is the plug-in alternative,
+    whose t-test is too liberal in the tail with 3 seeds."""
+    from scipy.optimize import brentq
+    from scipy.stats import norm, t
+
+    vc = variance_components(values)
+    half = _critical(vc, alpha)
+    lo, hi = (vc["mean"] - half, vc["mean"] + half) if math.isclose(ci, 1 - alpha) else components_interval(vc, ci=ci)
+    if not math.isfinite(half):
+        nu = float("nan")
+    elif half <= norm.ppf(1 - alpha / 2) * vc["se"] * (1 + 1e-9):
+        nu = math.inf
+    else:
+        ratio = half / vc["se"]
+        nu = float(math.exp(brentq(lambda g: t.ppf(1 - alpha / 2, math.exp(g)) - ratio, math.log(0.05),
+                                   math.log(1e9))))
+    return {"mean": vc["mean"], "se": vc["se"], "p": components_p(vc), "lo": lo, "hi": hi, "df": nu,
+            "satterthwaite_df": vc["df"], "mde": minimum_detectable_effect(vc["se"], df=nu, alpha=alpha, power=power),
+            "share_seed": vc["share_seed"], "share_image": vc["share_image"], "share_inter": vc["share_inter"]}
+
+
+def clustered_mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, float]:
+    """McNemar's test with each test image's seeds kept together, for correctness matrices [S, N] of two methods on
+    the same S seeds and N images: an exact sign-flip (permutation) test over images.
+
+    Per image j, d_j = (seeds where only a is right) − (seeds where only b is right). Under the null that the two
+    methods' labels are exchangeable within an image, each image's d_j keeps its size and takes either sign with
+    probability 1/2, independently across images, whatever the seeds share on that image; the p is the exact
+    probability, over those 2^N sign patterns, of a |Σ d_j| at least as large as observed (the distribution is a
+    convolution of binomials, one per |d_j| = 1..S). With one seed it is the exact McNemar test; its large-sample
+    form, (Σ d_j)² / Σ d_j² against χ²_1, is the clustered McNemar of Durkalski et al. (2003), returned as
+    `chi2_p`. The pooled McNemar (`mcnemar` on the flattened matrices) counts an image S times as if its seeds were
+    independent, which they are not, and its p is too small when the seeds disagree on the same images.
+
+    The test is conditional on the trained runs: it asks whether these runs differ on the test population, not
+    whether a new seed would; `variance_components` and `seed_tests` carry the seed variance."""
+    from scipy.stats import binom, chi2
+
+    a, b = np.asarray(correct_a, dtype=bool), np.asarray(correct_b, dtype=bool)
+    d = (a & ~b).sum(axis=0).astype(np.int64) - (~a & b).sum(axis=0)  # [N] per image, in −S..S
+    observed = int(d.sum())
+    sizes = np.bincount(np.abs(d), minlength=2)  # sizes[k] = images with |d_j| = k
+    pmf = np.ones(1)  # distribution of U = Σ_k k·X_k, X_k ~ Bin(sizes[k], 1/2); Σ ε_j |d_j| = 2U − total
+    for k in range(1, len(sizes)):
+        if sizes[k]:
+            spread = np.zeros(k * sizes[k] + 1)
+            spread[::k] = binom.pmf(np.arange(sizes[k] + 1), sizes[k], 0.5)
+            pmf = np.convolve(pmf, spread)
+    total = int((np.arange(len(sizes)) * sizes).sum())
+    extreme = np.abs(2 * np.arange(total + 1) - total) >= abs(observed)
+    p = min(1.0, float(pmf[extreme].sum()))
+    sq = float((d.astype(np.float64) ** 2).sum())
+    return {"a_only": int((a & ~b).sum()), "b_only": int((~a & b).sum()), "net": observed,
+            "p_value": 1.0 if observed == 0 else p, "chi2_p": float(chi2.sf(observed ** 2 / sq, 1)) if sq else 1.0}
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm's (1979) step-down adjusted p-values: family-wise error ≤ alpha under any dependence between the tests
+    when a test rejects at adjusted p < alpha. NaN stays NaN and does not count in the family's size."""
+    p = np.asarray(pvalues, dtype=np.float64)
+    out = np.full(len(p), np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    order = ok[np.argsort(p[ok], kind="stable")]
+    m = len(order)
+    running = 0.0
+    for i, j in enumerate(order):
+        running = max(running, min(1.0, (m - i) * p[j]))
+        out[j] = running
+    return [float(x) for x in out]
 
 
 def seed_tests(deltas: list[float]) -> dict[str, float]:
