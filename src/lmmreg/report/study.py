@@ -5,8 +5,8 @@ MLflow. A run's study point is the values of `lmmreg.identity.STUDY_VARIABLES` i
 shots, describe noise, n_descriptions, normalize, reg_reduction, head_init, centroids_from); everything else
 is the same for all runs of the study. For a variable V, a *slice* is a set of points equal in every
 variable but V; each slice gets a table (accuracy per method with its 95% interval and number of seeds,
-Δ(lmm_reg − finetune) with a paired bootstrap interval and McNemar's p), and the slice through the current
-configuration a figure. The alpha ablation is the slice along alpha; the CoOp-style accuracy-vs-shots figure
+Δ(lmm_reg − finetune) with a paired bootstrap interval and its tests: docs/intervals.md), and the slice through the
+current configuration a figure. The alpha ablation is the slice along alpha; the CoOp-style accuracy-vs-shots figure
 is the slice along shots, with the fidelity line (the shots at which the linear probe matches zero-shot).
 """
 
@@ -118,7 +118,9 @@ def slice_rows(snap: Snapshot, sl: Slice, params: Params) -> list[dict]:
         d = paired_delta(snap, by_m.get("lmm_reg", []), by_m.get("finetune", []), params)
         if d is not None:
             rows.append({"value": v, "method": "delta", "mean": d["delta"], "ci_lo": d["lo"], "ci_hi": d["hi"],
-                         "n": d["n"], "p": d["p"], "mde": d["mde"], "t_p": d["t_p"], "sign_p": d["sign_p"]})
+                         "n": d["n"], "delta_p": d["delta_p"], "test_lo": d["test_lo"], "test_hi": d["test_hi"],
+                         "df": d["df"], "mde": d["mde"], "mcnemar_p": d["mcnemar_p"], "t_p": d["t_p"],
+                         "sign_p": d["sign_p"]})
     return rows
 
 

@@ -1,4 +1,5 @@
-"""The regime study's answer: over every study point, where LMM-Reg. beats fine-tuning and where it loses."""
+"""The regime study's answer: over every study point, where LMM-Reg. beats fine-tuning and where it loses, the
+verdicts corrected for multiplicity by Holm's method over the dataset's study points (docs/intervals.md)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ import math
 
 from lmmreg.config import Params
 from lmmreg.identity import study_point
-from lmmreg.report.cells import delta_text, paired_delta
+from lmmreg.report.cells import delta_text, paired_delta, pvalue
 from lmmreg.report.snapshot import Snapshot
 from lmmreg.report.study import study_points
+from lmmreg.stats import holm
 
-SHOWN = 5  # points listed per verdict; the rest are counted
+SHOWN = 5  # points listed per verdict, the largest |Δ| first; the rest are counted
+ALPHA = 0.05  # the verdicts' level: family-wise over a dataset's study points after Holm, per point before
 
 
 def all_points(snap: Snapshot, ds: str, params: Params) -> list[tuple[dict[str, str], dict]]:
@@ -33,39 +36,72 @@ def point_name(point: dict[str, str], current: dict[str, str]) -> str:
     return "the current configuration" if not diff else ", ".join(f"{k} = {v}" for k, v in sorted(diff.items()))
 
 
+def holm_by_point(snap: Snapshot, ds: str, params: Params) -> dict[str, float]:
+    """Each study point's Holm-adjusted verdict p (keyed by the point's JSON), the family being all the dataset's
+    points."""
+    pts = all_points(snap, ds, params)
+    return {json.dumps(p, sort_keys=True): q for (p, _), q in zip(pts, holm([d["delta_p"] for _, d in pts]),
+                                                                  strict=True)}
+
+
+def _called(pts: list[tuple[dict, dict]], ps: list[float]) -> tuple[list[int], list[int]]:
+    """Indices of the points called (p < ALPHA) beating and losing to the baseline, the largest |Δ| first."""
+    called = [i for i, q in enumerate(ps) if math.isfinite(q) and q < ALPHA]
+    helps = sorted((i for i in called if pts[i][1]["delta"] > 0), key=lambda i: -pts[i][1]["delta"])
+    hurts = sorted((i for i in called if pts[i][1]["delta"] < 0), key=lambda i: pts[i][1]["delta"])
+    return helps, hurts
+
+
 def study_answer(snap: Snapshot, ds: str, params: Params) -> str:
-    """Where LMM-Reg. beats the baseline (interval above 0) and where it loses (below 0), with Δ, interval, MDE
-    and p; with a single point, that point's verdict once."""
+    """Where LMM-Reg. beats the baseline and where it loses: the verdict test (`lmmreg.stats.components_test`)
+    at 5 %, family-wise over the dataset's study points by Holm's step-down method, with the uncorrected counts
+    beside; each listed point with Δ, bootstrap interval, verdict p, MDE and the other tests. With a single point,
+    that point's verdict once (a family of one needs no correction)."""
     current = study_point(params)
     pts = all_points(snap, ds, params)
-    pct = int(round(params.report.ci * 100))
     if not pts:
         return "no study point has both lmm_reg and finetune runs."
+    raw = [d["delta_p"] for _, d in pts]
+    adjusted = holm(raw)
 
-    def txt(p: dict[str, str], d: dict) -> str:
-        return f"{delta_text(d)} at {point_name(p, current)}"
+    def txt(i: int, holm_p: bool = True) -> str:
+        p, d = pts[i]
+        return f"{delta_text(d)}{f', Holm p = {pvalue(adjusted[i])}' if holm_p else ''} at {point_name(p, current)}"
 
-    helps = sorted(((p, d) for p, d in pts if d["lo"] > 0), key=lambda t: -t[1]["delta"])
-    hurts = sorted(((p, d) for p, d in pts if d["hi"] < 0), key=lambda t: t[1]["delta"])
     if len(pts) == 1:
-        (p, d), = pts
-        unseen = f"; the design cannot see a true Δ below {d['mde']:.2f} points" if math.isfinite(d["mde"]) else ""
+        d = pts[0][1]
+        mde = (f"; a true Δ of {d['mde']:.2f} points would be found with 80 % power" if math.isfinite(d["mde"])
+               else "")
+        helps, hurts = _called(pts, raw)
         verdict = ("beats the baseline" if helps else "loses to the baseline" if hurts else
-                   f"is indistinguishable from the baseline ({pct}% interval spans 0{unseen})")
-        return f"one study point so far: LMM-Reg. {verdict}, {txt(p, d)}."
-    same = [(p, d) for p, d in pts if not d["lo"] > 0 and not d["hi"] < 0]
-    parts = [f"over {len(pts)} study points, LMM-Reg. beats the baseline ({pct}% interval above 0) at {len(helps)}, "
-             f"loses (interval below 0) at {len(hurts)}, and is indistinguishable at {len(same)}."]
-    for label, group in (("Beats", helps), ("Loses", hurts)):
-        if group:
-            more = f" (and {len(group) - SHOWN} more in study/study.csv)" if len(group) > SHOWN else ""
-            parts.append(f"{label}: " + "; ".join(txt(p, d) for p, d in group[:SHOWN]) + more + ".")
-    if same:
-        under = sum(1 for _, d in same if abs(d["delta"]) < d["mde"])
-        parts.append(f"Of the {len(same)} indistinguishable points, {under} have |Δ| below their MDE (too small a "
-                     "test to see an effect of that size).")
-        if not helps:
-            parts.append(f"Highest Δ: {txt(*max(same, key=lambda t: t[1]['delta']))}.")
-        if not hurts:
-            parts.append(f"Lowest Δ: {txt(*min(same, key=lambda t: t[1]['delta']))}.")
+                   f"is indistinguishable from the baseline (verdict test p ≥ {ALPHA:g}{mde})")
+        return f"one study point so far: LMM-Reg. {verdict}, {txt(0, holm_p=False)}."
+    helps, hurts = _called(pts, adjusted)
+    helps_u, hurts_u = _called(pts, raw)
+    m = len(pts)
+    parts = [f"over {m} study points, Holm-corrected (family-wise error {ALPHA:.0%} over the {m}), LMM-Reg. beats "
+             f"the baseline at {len(helps)}, loses at {len(hurts)} and is indistinguishable at "
+             f"{m - len(helps) - len(hurts)}; uncorrected (each point at p < {ALPHA:g}): beats at {len(helps_u)}, "
+             f"loses at {len(hurts_u)}, indistinguishable at {m - len(helps_u) - len(hurts_u)}."]
+
+    shown: list[int] = []
+
+    def listed(label: str, group: list[int]) -> str:
+        shown.extend(group[:SHOWN])
+        which = (f"the {SHOWN} of {len(group)} with the largest |Δ|, selected by Δ; the rest in study/study.csv"
+                 if len(group) > SHOWN else f"all {len(group)}, largest |Δ| first")
+        return f"{label} ({which}): " + "; ".join(txt(i) for i in group[:SHOWN]) + "."
+
+    if helps:
+        parts.append(listed("Beats after correction", helps))
+    if hurts:
+        parts.append(listed("Loses after correction", hurts))
+    only = sorted(set(helps_u + hurts_u) - set(helps + hurts), key=lambda i: -abs(pts[i][1]["delta"]))
+    if only:
+        parts.append(listed("Called only without the correction", only))
+    rest = [i for i in range(m) if i not in shown]
+    if rest and not any(pts[i][1]["delta"] > 0 for i in shown):
+        parts.append(f"Highest Δ (selected by Δ): {txt(max(rest, key=lambda i: pts[i][1]['delta']))}.")
+    if rest and not any(pts[i][1]["delta"] < 0 for i in shown):
+        parts.append(f"Lowest Δ (selected by Δ): {txt(min(rest, key=lambda i: pts[i][1]['delta']))}.")
     return " ".join(parts)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from lmmreg.config import Params
 from lmmreg.identity import STUDY_VARIABLES, study_point
-from lmmreg.report.cells import fmt, pvalue
+from lmmreg.report.cells import df_text, fmt, pvalue
 from lmmreg.report.figures import plot_variable
 from lmmreg.report.paper import DATASET_TITLES
 from lmmreg.report.snapshot import Snapshot
@@ -23,7 +23,7 @@ from lmmreg.report.study import (
     study_slices,
     varying,
 )
-from lmmreg.report.study_answer import study_answer
+from lmmreg.report.study_answer import ALPHA, holm_by_point, study_answer
 
 
 def _context_text(sl: Slice, current: dict[str, str]) -> str:
@@ -40,15 +40,21 @@ def _cell(r: dict | None) -> str:
     return f"{fmt(r['mean'])} ± {fmt(r['std'])} [{fmt(r['ci_lo'])}, {fmt(r['ci_hi'])}] (n={r['n']}){dagger}"
 
 
-def _table(sl: Slice, rows: list[dict], methods: list[str]) -> list[str]:
-    out = [f"| {sl.variable} | " + " | ".join(methods) + " | Δ LMM-Reg. − baseline | MDE | McNemar p | seed t-test p "
-           "| reg/CE |", "|" + "---|" * (len(methods) + 6)]
+def _point_key(sl: Slice, value: str) -> str:
+    return json.dumps({**sl.context, sl.variable: value}, sort_keys=True)
+
+
+def _table(sl: Slice, rows: list[dict], methods: list[str], holm: dict[str, float]) -> list[str]:
+    out = [f"| {sl.variable} | " + " | ".join(methods) + " | Δ LMM-Reg. − baseline | verdict test p (Holm) | MDE (ν) "
+           "| clustered McNemar p | seed t-test p | reg/CE |", "|" + "---|" * (len(methods) + 7)]
     notes = []
     for v in sl.values:
         at = {r["method"]: r for r in rows if r["value"] == v}
         d, lm = at.get("delta"), at.get("lmm_reg")
         dtxt = "-" if d is None else f"{d['mean']:+.2f} [{fmt(d['ci_lo'])}, {fmt(d['ci_hi'])}] (n={d['n']})"
-        tests = "- | - | -" if d is None else f"{fmt(d['mde'])} | {pvalue(d['p'])} | {pvalue(d['t_p'])}"
+        tests = "- | - | - | -" if d is None else (
+            f"{pvalue(d['delta_p'])} ({pvalue(holm.get(_point_key(sl, v), float('nan')))}) | {fmt(d['mde'])} "
+            f"({df_text(d['df'])}) | {pvalue(d['mcnemar_p'])} | {pvalue(d['t_p'])}")
         rtxt = "-" if lm is None else f"{fmt(lm['reg_ce_first'], 3)} → {fmt(lm['reg_ce_last'], 3)}"
         out.append(f"| {v} | " + " | ".join(_cell(at.get(m)) for m in methods) + f" | {dtxt} | {tests} | {rtxt} |")
         notes += [f"{r['method']} at {v}, {x}" for r in at.values() for x in r.get("unconverged", [])]
@@ -78,7 +84,11 @@ def study_markdown(snap: Snapshot, params: Params, classes: dict[str, list[str]]
     else:
         budget = (f"train.budget = epochs: every run makes {t.epochs} passes over its own training set, so K-shot "
                   "runs make far fewer optimiser steps than full-data runs")
-    md = ["## Regime study: accuracy against each varying study variable", ""]
+    md = ["## Regime study: accuracy against each varying study variable", "",
+          f"Verdicts are corrected for multiplicity by Holm's step-down method over each dataset's study points "
+          f"(family-wise error {ALPHA:.0%}), on the verdict test's p (Δ against its seed, image and seed × image "
+          "variance components; docs/intervals.md); the uncorrected counts stand beside the corrected ones, and a "
+          "list of points is the largest |Δ|, selected by Δ.", ""]
     for ds in params.datasets:  # the answer first
         md += [f"**Where LMM-Reg. beats fine-tuning on {DATASET_TITLES.get(ds, ds)}, and where it loses:** "
                f"{study_answer(snap, ds, params)}", ""]
@@ -88,8 +98,10 @@ def study_markdown(snap: Snapshot, params: Params, classes: dict[str, list[str]]
            "fine-tuning's at another alpha, counts there too). Cells: mean ± std over seeds "
            f"[{pct}% two-level bootstrap interval: seeds and test images resampled] (n = seeds). Δ = LMM-Reg. − "
            f"baseline (finetune) over paired seeds, [{pct}% paired two-level bootstrap interval: the same seeds and "
-           "images drawn for both], MDE = the smallest true Δ the point's design detects at 80 % power, McNemar p on "
-           "the discordant images summed over seeds, the seed-level paired t-test p over the seeds' Δ. "
+           "images drawn for both], the verdict test's p and in brackets its Holm-adjusted p over the dataset's "
+           "study points, MDE = the true Δ the verdict test finds with 80 % power (ν its effective degrees of "
+           "freedom), the clustered McNemar p (exact sign-flip over images, each image's seeds together), the "
+           "seed-level paired t-test p over the seeds' Δ. "
            "reg/CE = α·J_reg / J_ce of LMM-Reg. in its first → last evaluated epoch. Few-shot: K images per class "
            f"drawn per seed from the train split, the full test set, the last epoch. Budget: {budget}.", ""]
     md += _validation_lines(params)
@@ -114,7 +126,7 @@ def study_markdown(snap: Snapshot, params: Params, classes: dict[str, list[str]]
             for sl in slices:
                 rows = slice_rows(snap, sl, params)
                 md += [f"### {title}: {VARIABLE_TITLES.get(var, var)}, at {_context_text(sl, current)}", "",
-                       *_table(sl, rows, methods), ""]
+                       *_table(sl, rows, methods, holm_by_point(snap, ds, params)), ""]
                 if var == "shots" and sl.current:
                     fid = fidelity(rows, len(classes.get(ds, [])))
                     if fid is not None:
@@ -127,6 +139,9 @@ def study_markdown(snap: Snapshot, params: Params, classes: dict[str, list[str]]
     return md
 
 
+P_COLUMNS = ("delta_p", "holm_p", "mcnemar_p")  # to 4 significant digits, so a small p stays readable
+
+
 def write_study(snap: Snapshot, params: Params, classes: dict[str, list[str]], out: Path) -> None:
     """`study.csv` (every slice row) and one figure per varying variable (`<variable>.png`, a panel per dataset,
     the slice through the current configuration, or the first slice where none passes through it)."""
@@ -134,21 +149,25 @@ def write_study(snap: Snapshot, params: Params, classes: dict[str, list[str]], o
     for old in out.glob("*.png"):
         old.unlink()  # a variable that stopped varying leaves no stale figure
     current = study_point(params)
-    fields = ("dataset", "variable", "context", "value", "method", "mean", "std", "ci_lo", "ci_hi", "n", "p", "mde",
-              "t_p", "sign_p", "reg_ce_first", "reg_ce_last", "n_train_images", "train_steps")
+    fields = ("dataset", "variable", "context", "value", "method", "mean", "std", "ci_lo", "ci_hi", "n", "delta_p",
+              "holm_p", "test_lo", "test_hi", "df", "mde", "mcnemar_p", "t_p", "sign_p", "reg_ce_first", "reg_ce_last",
+              "n_train_images", "train_steps")
     figures: dict[str, list[tuple[str, list[dict], str]]] = {}
     with (out / "study.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
         w.writeheader()
         for ds in params.datasets:
+            holm = holm_by_point(snap, ds, params)
             for var in varying(snap, ds):
                 for i, sl in enumerate(study_slices(snap, ds, var, current)):  # the current slice comes first
                     rows = slice_rows(snap, sl, params)
                     if i == 0:
                         figures.setdefault(var, []).append((ds, rows, _context_text(sl, current)))
                     for r in rows:
+                        if r["method"] == "delta":
+                            r = {**r, "holm_p": holm.get(_point_key(sl, r["value"]), float("nan"))}
                         w.writerow({"dataset": ds, "variable": var, "context": json.dumps(sl.context, sort_keys=True),
-                                    **{k: (f"{r[k]:.4f}" if isinstance(r.get(k), float) else r.get(k, ""))
-                                       for k in fields[3:]}})
+                                    **{k: (f"{r[k]:{'.4g' if k in P_COLUMNS else '.4f'}}" if isinstance(r.get(k), float)
+                                           else r.get(k, "")) for k in fields[3:]}})
     for var, panels in figures.items():
         plot_variable(var, panels, classes, out / f"{var}.png")

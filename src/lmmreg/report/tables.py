@@ -12,6 +12,7 @@ from lmmreg.report.cells import (
     cell_runs,
     cell_stats,
     cell_text,
+    df_text,
     fmt,
     paired_delta,
     paired_tests,
@@ -43,9 +44,10 @@ def build_tables(snap: Snapshot, params: Params, classes: dict[str, list[str]],
            f"{' ' + params.describe.model if params.describe.model else ''}.", "",
            f"Cells: mean ± std over seeds [{pct}% two-level bootstrap interval: seeds and test images both resampled "
            "with replacement] (n = seeds); † marks a cell with a run that did not converge (footnotes below the "
-           "table). Paper: the single-run number the paper reports; Δ = reproduced mean − paper, with the minimum "
-           "difference from the paper's number this cell could detect at 80 % power (MDE = 2.80 × the bootstrap "
-           "standard error, two-sided 5 %).", ""]
+           "table). Paper: the single-run number the paper reports; Δ = reproduced mean − paper, with the MDE: the "
+           "true difference from the paper's number that the verdict test on this cell's seeds × images finds with "
+           "80 % power at two-sided 5 % (a t multiplier at the effective degrees of freedom × the standard error from "
+           "the seed, image and seed × image variance components; how to read it: docs/intervals.md).", ""]
     rows_csv: list[dict] = []
 
     def table(title: str, methods: tuple[str, ...], literature: bool) -> None:
@@ -90,17 +92,26 @@ def build_tables(snap: Snapshot, params: Params, classes: dict[str, list[str]],
 
     md += ["## Significance: LMM-Reg. vs baseline (paired: same seeds, same test images)", "",
            f"Δ = LMM-Reg. − baseline in points, [{pct}% two-level bootstrap interval: seeds and test images resampled, "
-           "each resample drawing the same seeds and images for both methods] (n = paired seeds); MDE = the smallest "
-           "true Δ this design detects at 80 % power (2.80 × the bootstrap standard error); McNemar: exact, "
-           "two-sided, on the discordant images summed over seeds; seed-level: the paired t-test and the sign test "
-           "over the seeds' Δ (n/a with one seed).", "",
-           "| Dataset | Δ [interval] (n) | MDE | McNemar p | seed t-test p | sign test p (seeds +/−) |",
-           "|---|---|---|---|---|---|"]
+           "each resample drawing the same seeds and images for both methods] (n = paired seeds). Verdict test: Δ "
+           "against its standard error from the seed, image and seed × image variance components of the paired "
+           "differences, the seed component carried with its S − 1 degrees of freedom (a generalized p-value: the "
+           "paired t-test of the seed means where seeds dominate, the z-test over images where they cannot matter), "
+           f"with its {pct}% interval and ν = its effective degrees of freedom (the t whose 5 % point is the test's). "
+           "MDE = (t_ν,0.975 + t_ν,0.80) × that standard error: the true Δ the verdict test finds with 80 % power "
+           "(smaller effects are found less often, not never). Clustered McNemar: exact sign-flip test over images, "
+           "each image's seeds kept together (a pooled McNemar would count each image once per seed as if its seeds "
+           "were independent); it asks whether these runs differ on the test population, not whether new seeds "
+           "would. Seed-level: the paired t-test and the sign test over the seeds' Δ (n/a with one seed; with 3 "
+           "seeds the sign test's p is never below 0.25). docs/intervals.md says what each resamples.", "",
+           f"| Dataset | Δ [bootstrap interval] (n) | verdict test p [{pct}% interval] | MDE (ν) | clustered McNemar p "
+           "| seed t-test p | sign test p (seeds +/−) |",
+           "|---|---|---|---|---|---|---|"]
     for d in dss:
         pd = paired_delta(snap, cell_runs(snap, d, "lmm_reg"), cell_runs(snap, d, "finetune"), params)
         if pd is not None:
             md.append(f"| {DATASET_TITLES.get(d, d)} | {pd['delta']:+.2f} [{fmt(pd['lo'])}, {fmt(pd['hi'])}] "
-                      f"(n={pd['n']}) | {fmt(pd['mde'])} | {pvalue(pd['p'])} | {pvalue(pd['t_p'])} | "
+                      f"(n={pd['n']}) | {pvalue(pd['delta_p'])} [{fmt(pd['test_lo'])}, {fmt(pd['test_hi'])}] | "
+                      f"{fmt(pd['mde'])} ({df_text(pd['df'])}) | {pvalue(pd['mcnemar_p'])} | {pvalue(pd['t_p'])} | "
                       f"{pvalue(pd['sign_p'])} ({pd['n_pos']}/{pd['n_neg']}) |")
     md += ["", "McNemar per seed:", "",
            "| Dataset | seed | only LMM-Reg. right | only baseline right | p (exact, two-sided) |",
