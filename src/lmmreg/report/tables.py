@@ -48,6 +48,12 @@ def build_tables(snap: Snapshot, params: Params, classes: dict[str, list[str]],
            "true difference from the paper's number that the verdict test on this cell's seeds × images finds with "
            "80 % power at two-sided 5 % (a t multiplier at the effective degrees of freedom × the standard error from "
            "the seed, image and seed × image variance components; how to read it: docs/intervals.md).", ""]
+    if params.train.report_epoch == "best":
+        md += ["> **Reported epoch selected on test accuracy** (`train.report_epoch: best`, as the authors' code "
+               "prints): every method trained with the `train:` section reports, per run, its epoch of highest test "
+               "accuracy, so its weights and numbers depend on the test labels and overstate what a held-out choice "
+               "would give (the re-run baselines report their last epoch). `train.report_epoch: last` gives the "
+               "unbiased number.", ""]
     rows_csv: list[dict] = []
 
     def table(title: str, methods: tuple[str, ...], literature: bool) -> None:
@@ -88,7 +94,11 @@ def build_tables(snap: Snapshot, params: Params, classes: dict[str, list[str]],
            "re-run are the field's baselines run by this project on the same cached features, data split, seeds and "
            "test images as the paper's rows, with each method's own published hyper-parameters; anything they "
            "search is chosen on a validation split held out from the training images they are given (few-shot: from "
-           "the K shots themselves), never on test.", ""]
+           "the K shots themselves), never on test. Leakage audit: every method's trained weights and selected "
+           "hyper-parameters are bit-identical with the test labels permuted (tests/test_leakage_audit.py); test "
+           "labels are read only to score, and by Fig. 2's per-epoch test curve to plot"
+           + (" (the `train:` methods excepted under this run's `report_epoch: best`, above)."
+              if params.train.report_epoch == "best" else "."), ""]
 
     md += ["## Significance: LMM-Reg. vs baseline (paired: same seeds, same test images)", "",
            f"Δ = LMM-Reg. − baseline in points, [{pct}% two-level bootstrap interval: seeds and test images resampled, "
