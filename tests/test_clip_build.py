@@ -43,8 +43,6 @@ def test_unknown_model_and_tag_name_the_key():
         check_clip_config(ClipConfig(model="ViT-Q-99"))
     with pytest.raises(ValueError, match="clip.pretrained.*no_such_tag"):
         check_clip_config(ClipConfig(model="ViT-B-32", pretrained="no_such_tag"))
-    with pytest.raises(ValueError, match="clip.augment_views"):
-        check_clip_config(ClipConfig(augment_views=-1))
 
 
 # --------------------------------------------------------------------------------------------- weights

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lmmreg.describe.parse import parse_answer, parse_descriptions
+from lmmreg.describe.parse import parse_answer
 
 
 def test_numbered_list_with_preamble_and_epilogue():
@@ -20,7 +20,8 @@ def test_numbered_list_with_preamble_and_epilogue():
 def test_bullets_markdown_and_continuation_lines():
     raw = ("- **Outdoor scene**: a park\n  with tall trees.\n* A dog\n• A frisbee in the air.\n\n"
            "Note: colours may vary.")
-    assert parse_descriptions(raw, 10) == ["Outdoor scene: a park with tall trees.", "A dog", "A frisbee in the air."]
+    assert parse_answer(raw, 10).descriptions == ["Outdoor scene: a park with tall trees.", "A dog",
+                                                  "A frisbee in the air."]
 
 
 def test_more_items_than_asked_and_duplicates():
@@ -32,11 +33,11 @@ def test_more_items_than_asked_and_duplicates():
 
 def test_inline_numbered_list_and_minigpt4_stop_marker():
     raw = "1. A beach. 2. Blue sea. 3. Palm trees.###Human: thanks"
-    assert parse_descriptions(raw, 10) == ["A beach.", "Blue sea.", "Palm trees."]
+    assert parse_answer(raw, 10).descriptions == ["A beach.", "Blue sea.", "Palm trees."]
 
 
 def test_inline_split_needs_a_real_sequence():
-    assert parse_descriptions("1. Version 2. of the app is open.", 10) == ["Version 2. of the app is open."]
+    assert parse_answer("1. Version 2. of the app is open.", 10).descriptions == ["Version 2. of the app is open."]
 
 
 def test_cut_off_last_item_dropped_only_when_truncated():
@@ -48,9 +49,9 @@ def test_cut_off_last_item_dropped_only_when_truncated():
 
 
 def test_plain_lines_and_single_paragraph():
-    assert parse_descriptions("Here are some:\nA red car\nA wet road", 5) == ["A red car", "A wet road"]
-    assert parse_descriptions("A red car. It is raining! Is it night?", 5) == ["A red car.", "It is raining!",
-                                                                             "Is it night?"]
+    assert parse_answer("Here are some:\nA red car\nA wet road", 5).descriptions == ["A red car", "A wet road"]
+    assert parse_answer("A red car. It is raining! Is it night?", 5).descriptions == ["A red car.", "It is raining!",
+                                                                                      "Is it night?"]
 
 
 @pytest.mark.parametrize("raw", ["", "   \n\n", "###"])
@@ -60,4 +61,4 @@ def test_empty_answer_gives_nothing(raw):
 
 def test_description_n_prefix():
     raw = "Description 1: A snowy mountain.\nDescription 2: A skier."
-    assert parse_descriptions(raw, 10) == ["A snowy mountain.", "A skier."]
+    assert parse_answer(raw, 10).descriptions == ["A snowy mountain.", "A skier."]

@@ -80,6 +80,15 @@ def test_launcher_in_a_temp_checkout_uses_dvc_roots_venv_and_its_own_src(tmp_pat
     assert exe == str(REPO / ".venv/bin/python3")
 
 
+@pytest.mark.parametrize("stage", ["plan", "report"])
+def test_stage_params_are_the_describe_settings_runs_log(stage):
+    """dvc.yaml cannot import Python: its lists of describe params must be lmmreg's own (runs log the same keys)."""
+    from lmmreg.describe.setting import DESCRIBE_KEYS
+
+    params = [p for p in _stages()[stage]["params"] if isinstance(p, str)]
+    assert [p.removeprefix("describe.") for p in params if p.startswith("describe.")] == list(DESCRIBE_KEYS)
+
+
 def test_describe_depends_on_the_import_file_from_params():
     spec = _stages()["describe"]
     assert "${describe.import_file}" in spec["deps"]

@@ -213,7 +213,7 @@ def test_logit_scale_param_sets_the_zero_shot_scale(clip):
     assert inp.logit_scale != pytest.approx(100.0)
     s = zero_shot_scale(inp, _ctx())  # the default: the model's own
     model = TipAdapter(F.normalize(inp.tail(inp.train_feat).detach(), dim=-1), inp.train_y, inp.class_text,
-                       beta=1.0, alpha=0.0, scale=s).eval()
+                       beta=1.0, ratio=0.0, scale=s).eval()
     with torch.no_grad():
         assert torch.allclose(model(inp.tail(inp.test_feat))[1], s * _zero_shot_cos(inp, inp.test_feat), atol=1e-4)
 
@@ -270,13 +270,13 @@ def test_gda_decides_like_lda_on_a_gaussian_toy():
     assert (ours == lda).mean() > 0.995  # the shrinkage (tr(S) I next to (n-1) S) is negligible at n = 6000
 
 
-def test_tip_adapter_at_alpha_zero_is_zero_shot(clip):
+def test_tip_adapter_at_ratio_zero_is_zero_shot(clip):
     from lmmreg.methods.tip_adapter import TipAdapter, cache_keys
 
     inp = _inputs(clip)
     with torch.no_grad():
         train_x, test_x = inp.tail(inp.train_feat), inp.tail(inp.test_feat)
-        model = TipAdapter(cache_keys(train_x, None), inp.train_y, inp.class_text, beta=5.5, alpha=0.0).eval()
+        model = TipAdapter(cache_keys(train_x, None), inp.train_y, inp.class_text, beta=5.5, ratio=0.0).eval()
         assert torch.allclose(model(test_x)[1], 100 * _zero_shot_cos(inp, inp.test_feat), atol=1e-4)
         # A cached image matches itself with affinity 1: its own label gets at least exp(0) = 1 from the cache.
         cache = model.cache_logits(F.normalize(train_x[:8], dim=-1), beta=100.0)  # [8, C]

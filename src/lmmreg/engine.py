@@ -88,6 +88,11 @@ def cosine_schedule(opt: torch.optim.Optimizer, *, epochs: int, steps_per_epoch:
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Optimiser steps in one pass over `n` training images: the last batch may be partial."""
+    return -(-n // batch_size)
+
+
 def budget_schedule(cfg: TrainConfig, n: int) -> tuple[int, int, int]:
     """(epochs, evaluate every this many epochs, optimiser steps) for `n` training images.
 
@@ -95,7 +100,7 @@ def budget_schedule(cfg: TrainConfig, n: int) -> tuple[int, int, int]:
     however small the training set, so a 1-shot run is not under-trained; its history still holds about
     `cfg.epochs` evaluations (the first epoch, every `eval_every`-th and the last).
     """
-    per_epoch = -(-n // cfg.batch_size)
+    per_epoch = steps_per_epoch(n, cfg.batch_size)
     if cfg.budget == "epochs" or cfg.steps == 0 or n == 0:
         return cfg.epochs, 1, cfg.epochs * per_epoch
     epochs = -(-cfg.steps // per_epoch)
@@ -126,7 +131,7 @@ def fit(model: nn.Module, *, train_x: torch.Tensor, train_y: torch.Tensor, test_
     model.to(device)
     cents = centroids.to(device) if centroids is not None else None
     opt = optimizer or build_optimizer([p for p in model.parameters() if p.requires_grad], cfg)
-    sched = schedule(opt, math.ceil(len(train_x) / cfg.batch_size)) if schedule is not None else None
+    sched = schedule(opt, steps_per_epoch(len(train_x), cfg.batch_size)) if schedule is not None else None
     gen = torch.Generator().manual_seed(seed)
     n = len(train_x)
     epochs, eval_every, max_steps = budget_schedule(cfg, n)

@@ -11,7 +11,7 @@ import dataclasses
 from typing import Any
 
 from lmmreg.config import Params, stable_hash, to_dict
-from lmmreg.describe.setting import setting_hash
+from lmmreg.describe.setting import answers_identity
 from lmmreg.methods import get_method
 
 
@@ -83,8 +83,7 @@ def study_id(params: Params, *, dataset: str, data_digest: str) -> str:
     describe = dataclasses.replace(params.describe, n_descriptions=0, options=options)
     return stable_hash({"dataset": dataset, "data": data_digest, "source": to_dict(params.source(dataset)),
                         "clip": to_dict(params.clip), "train": train,
-                        "describe": [setting_hash(describe), params.describe.on_too_few,
-                                     params.describe.too_few_retries]})
+                        "describe": answers_identity(describe)})
 
 
 def run_identity(params: Params, *, dataset: str, method: str, data_digest: str) -> dict[str, str]:
@@ -130,8 +129,7 @@ def identity_parts(params: Params, *, dataset: str, method: str, data_digest: st
         clip.pop("class_prompt")
     base = {"dataset": dataset, "data": data_digest, "source": to_dict(params.source(dataset)),
             "clip": clip, "method": method, "train": train if engine_trained else None,
-            "describe": [setting_hash(params.describe), params.describe.on_too_few, params.describe.too_few_retries]
-            if uses_lmm(params, method) else None}
+            "describe": answers_identity(params.describe) if uses_lmm(params, method) else None}
     baselines = baseline_settings(params, method)
     if baselines:  # only where declared, so the ids of the paper's own methods stay as they were
         base["baselines"] = baselines

@@ -55,12 +55,6 @@ class LogProgress:
         items = {**(ordered_dict or {}), **kwargs}
         self.postfix = " ".join(f"{k}={v}" for k, v in items.items())
 
-    def set_description(self, desc: str, refresh: bool = True) -> None:
-        self.desc = desc
-
-    def refresh(self) -> None:
-        pass
-
     def close(self) -> None:
         if not self.closed:
             self.closed = True

@@ -19,6 +19,7 @@ import torch
 from lmmreg.artifacts import Artifact
 from lmmreg.centroids import centroids_of_images
 from lmmreg.config import TrainConfig
+from lmmreg.engine import steps_per_epoch
 from lmmreg.methods import MethodInputs
 from lmmreg.validation import outside_shots, val_shots
 
@@ -80,4 +81,4 @@ def few_shot_inputs(inp: MethodInputs, cfg: TrainConfig, *, seed: int, train_ids
 
 def total_steps(cfg: TrainConfig, n_full: int) -> int:
     """The optimiser steps every K gets under `budget: steps`: `cfg.steps`, or the full-data run's (0)."""
-    return cfg.steps or cfg.epochs * -(-n_full // cfg.batch_size)
+    return cfg.steps or cfg.epochs * steps_per_epoch(n_full, cfg.batch_size)

@@ -14,8 +14,8 @@ import numpy as np
 
 def silhouette(emb: np.ndarray, labels: np.ndarray, chunk: int = 1024) -> float:
     """sklearn's `silhouette_score` (Euclidean), computed as per-class sums of distances (a matmul with the
-    one-hot labels) over row chunks: the same float64 formula, about 4x faster on 6,400 test images, whose
-    distance matrix it never holds whole. Each chunk is computed in one reused buffer, in place, in the order
+    one-hot labels) over row chunks: the same float64 formula, faster, and it never holds the test images'
+    distance matrix whole. Each chunk is computed in one reused buffer, in place, in the order
     `sq_i - 2 x_i.x_j + sq_j` (a - b is a + (-b) in IEEE arithmetic: the bits of the out-of-place form).
 
     A method whose test embeddings are the frozen features gives every seed the same matrix: the last few
@@ -151,9 +151,9 @@ def two_level_bootstrap(values: np.ndarray, *, n_boot: int, ci: float, seed: int
     return {"mean": mean, "lo": float(lo), "hi": float(hi), "se": float(boots.std(ddof=1))}
 
 
-def minimum_detectable_effect(se: float, *, df: float = math.inf, alpha: float = 0.05, power: float = 0.8) -> float:
-    """The true effect a two-sided t-test at level `alpha` on `df` degrees of freedom detects with probability
-    `power`, for an estimate with standard error `se`: (t_{df, 1-alpha/2} + t_{df, power}) · se (Bloom 1995). It
+def minimum_detectable_effect(se: float, *, df: float = math.inf, level: float = 0.05, power: float = 0.8) -> float:
+    """The true effect a two-sided t-test at significance `level` on `df` degrees of freedom detects with probability
+    `power`, for an estimate with standard error `se`: (t_{df, 1-level/2} + t_{df, power}) · se (Bloom 1995). It
     is the effect found with 80 % power, not a floor: smaller effects are found less often, not never. Normal
     multipliers at df = inf (2.80 · se at 0.05 and 80 %); 3.35 · se at 6 df."""
     from scipy.stats import t
@@ -162,7 +162,7 @@ def minimum_detectable_effect(se: float, *, df: float = math.inf, alpha: float =
         return float("nan")
     if not df > 0:
         return float("nan")
-    return float((t.ppf(1 - alpha / 2, df) + t.ppf(power, df)) * se)
+    return float((t.ppf(1 - level / 2, df) + t.ppf(power, df)) * se)
 
 
 def variance_components(values: np.ndarray) -> dict:
@@ -273,8 +273,8 @@ def components_interval(vc: dict, *, ci: float) -> tuple[float, float]:
     return vc["mean"] - half, vc["mean"] + half
 
 
-def _critical(vc: dict, alpha: float) -> float:
-    """The half-width q with components_p(mean ± q) = alpha: bracketed on a grid of multiples of the standard
+def _critical(vc: dict, level: float) -> float:
+    """The half-width q with components_p(mean ± q) = level: bracketed on a grid of multiples of the standard
     error (one vectorised call), then solved."""
     from scipy.optimize import brentq
 
@@ -284,41 +284,41 @@ def _critical(vc: dict, alpha: float) -> float:
     if vc["s"] == 1:
         from scipy.stats import t
 
-        return float(t.ppf(1 - alpha / 2, vc["n"] - 1) * se)
+        return float(t.ppf(1 - level / 2, vc["n"] - 1) * se)
     grid = se * np.geomspace(0.5, 1e6, 64)  # [64]: the answer lies between z·se and t_1's 1e-6 point·se
     logp = _mixture_logsf(grid, vc) + math.log(2)
-    i = int(np.searchsorted(-logp, -math.log(alpha)))  # first grid point with p ≤ alpha
+    i = int(np.searchsorted(-logp, -math.log(level)))  # first grid point with p ≤ level
     if i == 0 or i == len(grid):
         return float("nan")
-    return float(brentq(lambda h: float(_mixture_logsf(h, vc)) + math.log(2) - math.log(alpha), grid[i - 1], grid[i],
+    return float(brentq(lambda h: float(_mixture_logsf(h, vc)) + math.log(2) - math.log(level), grid[i - 1], grid[i],
                         xtol=1e-10 * se))
 
 
-def components_test(values: np.ndarray, *, ci: float = 0.95, alpha: float = 0.05, power: float = 0.8) -> dict:
+def components_test(values: np.ndarray, *, ci: float = 0.95, level: float = 0.05, power: float = 0.8) -> dict:
     """The verdict test of mean = 0 for a seeds × images matrix [S, N] (docs/intervals.md): `variance_components`,
     the generalized p (`components_p`) and the interval it inverts, and the minimum detectable effect.
 
     The MDE is a t multiplier at the design's effective degrees of freedom: ν* is the df of the t distribution
-    whose two-sided `alpha` point is this test's (t_{ν*} · se = its critical half-width), so ν* counts what the
+    whose two-sided `level` point is this test's (t_{ν*} · se = its critical half-width), so ν* counts what the
     seed component's S − 1 df cost (ν* = S − 1 where seeds dominate, large where they cannot matter), and
-    MDE = (t_{ν*, 1−alpha/2} + t_{ν*, power}) · se (Bloom 1995). `satterthwaite_df` is the plug-in alternative,
+    MDE = (t_{ν*, 1−level/2} + t_{ν*, power}) · se (Bloom 1995). `satterthwaite_df` is the plug-in alternative,
     whose t-test is too liberal in the tail with 3 seeds."""
     from scipy.optimize import brentq
     from scipy.stats import norm, t
 
     vc = variance_components(values)
-    half = _critical(vc, alpha)
-    lo, hi = (vc["mean"] - half, vc["mean"] + half) if math.isclose(ci, 1 - alpha) else components_interval(vc, ci=ci)
+    half = _critical(vc, level)
+    lo, hi = (vc["mean"] - half, vc["mean"] + half) if math.isclose(ci, 1 - level) else components_interval(vc, ci=ci)
     if not math.isfinite(half):
         nu = float("nan")
-    elif half <= norm.ppf(1 - alpha / 2) * vc["se"] * (1 + 1e-9):
+    elif half <= norm.ppf(1 - level / 2) * vc["se"] * (1 + 1e-9):
         nu = math.inf
     else:
         ratio = half / vc["se"]
-        nu = float(math.exp(brentq(lambda g: t.ppf(1 - alpha / 2, math.exp(g)) - ratio, math.log(0.05),
+        nu = float(math.exp(brentq(lambda g: t.ppf(1 - level / 2, math.exp(g)) - ratio, math.log(0.05),
                                    math.log(1e9))))
     return {"mean": vc["mean"], "se": vc["se"], "p": components_p(vc), "lo": lo, "hi": hi, "df": nu,
-            "satterthwaite_df": vc["df"], "mde": minimum_detectable_effect(vc["se"], df=nu, alpha=alpha, power=power),
+            "satterthwaite_df": vc["df"], "mde": minimum_detectable_effect(vc["se"], df=nu, level=level, power=power),
             "share_seed": vc["share_seed"], "share_image": vc["share_image"], "share_inter": vc["share_inter"]}
 
 
@@ -358,8 +358,8 @@ def clustered_mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str,
 
 
 def holm(pvalues: list[float]) -> list[float]:
-    """Holm's (1979) step-down adjusted p-values: family-wise error ≤ alpha under any dependence between the tests
-    when a test rejects at adjusted p < alpha. NaN stays NaN and does not count in the family's size."""
+    """Holm's (1979) step-down adjusted p-values: family-wise error ≤ a level under any dependence between the tests
+    when a test rejects at adjusted p < that level. NaN stays NaN and does not count in the family's size."""
     p = np.asarray(pvalues, dtype=np.float64)
     out = np.full(len(p), np.nan)
     ok = np.flatnonzero(np.isfinite(p))

@@ -1,8 +1,8 @@
 """How many cores a stage may use: the machine's cores shared among the DVC experiments running at once.
 
 `dvc queue start -j 2` runs two experiments side by side. Left alone, each stage's torch (and OpenMP, and the
-BLAS under scikit-learn) starts one thread per core, and two experiments' threads then spin for the same cores:
-measured on a 2-core machine, each experiment ran 8-12x slower than alone. So every stage asks here first
+BLAS under scikit-learn) starts one thread per core, and two experiments' threads then spin for the same cores,
+each experiment running many times slower than alone. So every stage asks here first
 (`lmmreg.cli.run_stage` calls `configure`): its budget is `cores // jobs`, where jobs is
 
 - `LMMREG_JOBS` when set (e.g. `LMMREG_JOBS=2 dvc queue start -j 2`, or on a machine shared with other work);

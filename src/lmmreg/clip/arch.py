@@ -36,8 +36,6 @@ def check_clip_config(cfg: ClipConfig) -> None:
     if cfg.model not in open_clip.list_models():
         raise InputError(f"clip.model: {cfg.model!r} is not an open_clip architecture "
                          f"(see open_clip.list_models(); the paper uses ViT-L-14-quickgelu)")
-    if cfg.augment_views < 0:
-        raise InputError(f"clip.augment_views: must be >= 0, got {cfg.augment_views}")
     if not cfg.pretrained or looks_like_path(cfg.pretrained):
         return
     model_cfg = open_clip.get_model_config(cfg.model) or {}

@@ -50,7 +50,7 @@ def tokenize_texts(tokenizer, texts: Sequence[str], *, workers: int = 0,
 
     For CLIP's BPE tokenizer the texts are tokenized once at ctx + 1: a token at position ctx means the
     text did not fit, and cutting there and ending with EOT is precisely what the tokenizer does at ctx.
-    BPE runs in Python (~10k texts/s per core): `workers > 0` spreads chunks over processes so the GPU waits less.
+    BPE runs in Python, on one core: `workers > 0` spreads chunks over processes so the GPU waits less.
     """
     texts = list(texts)
     if workers > 0 and len(texts) > chunk:

@@ -29,7 +29,6 @@ from typing import Any
 
 from lmmreg.data.images import IMAGE_EXTENSIONS
 from lmmreg.data.splits import load_table
-from lmmreg.data.video import VIDEO_EXTENSIONS
 from lmmreg.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -345,7 +344,3 @@ def list_layout(layout: str, root: str | Path, options: dict[str, Any]) -> Layou
     if isinstance(fn, tuple):
         fn = getattr(importlib.import_module(fn[0]), fn[1])
     return fn(root, options)
-
-
-def is_video_name(name: str) -> bool:
-    return name.lower().endswith(VIDEO_EXTENSIONS)

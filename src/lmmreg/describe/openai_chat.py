@@ -219,8 +219,8 @@ class OpenAIChatDescriber:
                 out.put((item, await self.describe_one(client, item)))
 
         n_workers = min(self.concurrency, len(items))
-        # httpx's connection pool slows down sharply as it grows (one 64-connection client: 110 req/s against
-        # an instant local server, vs 590 at 8), so workers share small clients (64 workers: ~500 req/s).
+        # httpx's connection pool slows down sharply as it grows, so workers share small clients
+        # (benchmarks/bench_describe_openai.py measures the overhead: reports/bench_describe_openai.md).
         per = CONNECTIONS_PER_CLIENT
         clients = [self._client(min(per, n_workers)) for _ in range(-(-n_workers // per))]
         async with contextlib.AsyncExitStack() as stack:

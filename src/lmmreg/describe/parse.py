@@ -87,8 +87,3 @@ def parse_answer(raw: str, n: int, *, truncated: bool = False) -> Parsed:
             seen.add(key)
             out.append(text)
     return Parsed(descriptions=out[:n], n_found=len(out), cut_off=cut_off)
-
-
-def parse_descriptions(raw: str, n: int) -> list[str]:
-    """Return at most `n` non-empty, de-duplicated descriptions found in `raw` (in order)."""
-    return parse_answer(raw, n).descriptions

@@ -16,6 +16,10 @@ from lmmreg.config import DescribeConfig, stable_hash
 UNHASHED_OPTIONS = {"api_key_env", "concurrency", "timeout_s", "max_retries", "batch_size", "device",
                     "base_url", "dtype", "attn_implementation", "gpu_id", "retry_base_s", "retry_max_wait_s",
                     "max_connect_failures"}
+# The describe settings that change answers, as params.yaml names them under `describe:`: logged with every run
+# (lmmreg.run_metadata), and dvc.yaml's plan and report stages list them as params (a test checks they agree).
+DESCRIBE_KEYS = ("backend", "model", "prompt", "n_descriptions", "temperature", "top_p", "max_new_tokens",
+                 "repetition_penalty", "seed", "on_too_few", "too_few_retries")
 
 
 def setting_hash(cfg: DescribeConfig) -> str:
@@ -34,3 +38,9 @@ def setting_hash(cfg: DescribeConfig) -> str:
         "temperature": cfg.temperature, "top_p": cfg.top_p, "max_new_tokens": cfg.max_new_tokens,
         "repetition_penalty": cfg.repetition_penalty, "seed": cfg.seed, "options": options,
     })
+
+
+def answers_identity(cfg: DescribeConfig) -> list:
+    """What decides which answers a run's descriptions are: the stored answers' setting (`setting_hash`) and what
+    is done with an answer that has too few descriptions (`on_too_few`, `too_few_retries`)."""
+    return [setting_hash(cfg), cfg.on_too_few, cfg.too_few_retries]

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from lmmreg.config import BaselinesConfig, TrainConfig
-from lmmreg.engine import Evaluation, FitResult, evaluate, percent
+from lmmreg.engine import Evaluation, FitResult, cosine_schedule, evaluate, fit, percent
 from lmmreg.validation import holdout_split
 
 log = logging.getLogger(__name__)
@@ -243,6 +243,22 @@ def with_epochs(cfg: TrainConfig, *, epochs: int, batch_size: int) -> TrainConfi
     """A baseline's own epochs and batch size in the engine; it always reports the last epoch (never test-picked)."""
     # budget "epochs": a baseline keeps its own recipe, whatever step budget the paper's methods get in few-shot
     return dataclasses.replace(cfg, epochs=epochs, batch_size=batch_size, report_epoch="last", budget="epochs")
+
+
+def fit_dassl(model: nn.Module, trainable: list[torch.Tensor], c: Any, inp: MethodInputs, ctx: RunContext, *,
+              train_x: torch.Tensor, views: torch.Tensor | None, test_x: torch.Tensor,
+              penalty: Callable[[], torch.Tensor] | None = None) -> FitResult:
+    """Dassl's recipe, which CoOp, CLIP-Adapter and CLAP train with: SGD (`c.lr`, `c.momentum`, `c.weight_decay`) on
+    `trainable`, the baseline's own epochs and batch size, the lr cosine per epoch after `c.warmup_epochs` at the
+    constant `c.warmup_lr`; one cached view per image and epoch where there are views (`frozen_embeddings`)."""
+    opt = torch.optim.SGD(trainable, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+    return fit(model, train_x=views if views is not None else train_x, train_y=inp.train_y, test_x=test_x,
+               test_y=inp.test_y, centroids=None, alpha=0.0,
+               cfg=with_epochs(ctx.cfg, epochs=c.epochs, batch_size=c.batch_size), seed=ctx.seed, device=ctx.device,
+               on_epoch=ctx.on_epoch, views=views is not None, desc=ctx.desc, optimizer=opt, penalty=penalty,
+               schedule=lambda o, per_epoch: cosine_schedule(o, epochs=c.epochs, steps_per_epoch=per_epoch,
+                                                             per="epoch", warmup_epochs=c.warmup_epochs,
+                                                             warmup_lr=c.warmup_lr))
 
 
 @dataclass

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmmreg.engine import FitResult, cosine_schedule, fit
-from lmmreg.methods.base import MethodInputs, RunContext, frozen_embeddings, with_epochs
+from lmmreg.engine import FitResult
+from lmmreg.methods.base import MethodInputs, RunContext, fit_dassl, frozen_embeddings
 
 
 class ClapHead(nn.Module):
@@ -58,14 +58,8 @@ def clap(inp: MethodInputs, ctx: RunContext) -> FitResult:
         with torch.no_grad():
             lam = class_multipliers(model(samples.to(ctx.device))[1], labels.to(ctx.device), n_classes)
         penalty = lambda: model.constraint(lam)  # noqa: E731
-    opt = torch.optim.SGD([model.prototypes], lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
-    res = fit(model, train_x=views if views is not None else train_x, train_y=inp.train_y, test_x=test_x,
-              test_y=inp.test_y, centroids=None, alpha=0.0,
-              cfg=with_epochs(ctx.cfg, epochs=c.epochs, batch_size=c.batch_size), seed=ctx.seed, device=ctx.device,
-              on_epoch=ctx.on_epoch, views=views is not None, desc=ctx.desc, optimizer=opt, penalty=penalty,
-              schedule=lambda o, per_epoch: cosine_schedule(o, epochs=c.epochs, steps_per_epoch=per_epoch,
-                                                            per="epoch", warmup_epochs=c.warmup_epochs,
-                                                            warmup_lr=c.warmup_lr))
+    res = fit_dassl(model, [model.prototypes], c, inp, ctx, train_x=train_x, views=views, test_x=test_x,
+                    penalty=penalty)
     if penalty is not None:
         res.state_dict["multipliers"] = lam.detach().cpu()
     return res

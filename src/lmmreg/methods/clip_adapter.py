@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmmreg.engine import FitResult, cosine_schedule, fit
-from lmmreg.methods.base import MethodInputs, RunContext, frozen_embeddings, register, with_epochs
+from lmmreg.engine import FitResult
+from lmmreg.methods.base import MethodInputs, RunContext, fit_dassl, frozen_embeddings, register
 
 
 class ClipAdapter(nn.Module):
@@ -39,11 +39,4 @@ def clip_adapter(inp: MethodInputs, ctx: RunContext) -> FitResult:
     train_x, views, test_x = frozen_embeddings(inp)
     model = ClipAdapter(test_x.shape[-1], inp.class_text, reduction=c.reduction, ratio=c.ratio,
                         scale=inp.logit_scale).to(ctx.device)
-    opt = torch.optim.SGD(model.fc.parameters(), lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
-    return fit(model, train_x=views if views is not None else train_x, train_y=inp.train_y, test_x=test_x,
-               test_y=inp.test_y, centroids=None, alpha=0.0,
-               cfg=with_epochs(ctx.cfg, epochs=c.epochs, batch_size=c.batch_size), seed=ctx.seed, device=ctx.device,
-               on_epoch=ctx.on_epoch, views=views is not None, desc=ctx.desc, optimizer=opt,
-               schedule=lambda o, per_epoch: cosine_schedule(o, epochs=c.epochs, steps_per_epoch=per_epoch,
-                                                             per="epoch", warmup_epochs=c.warmup_epochs,
-                                                             warmup_lr=c.warmup_lr))
+    return fit_dassl(model, list(model.fc.parameters()), c, inp, ctx, train_x=train_x, views=views, test_x=test_x)

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmmreg.clip.text import can_trim_padding, encode_text_embeddings, trim_padding
-from lmmreg.engine import FitResult, cosine_schedule, fit
-from lmmreg.methods.base import MethodInputs, RunContext, frozen_embeddings, register, with_epochs
+from lmmreg.engine import FitResult
+from lmmreg.methods.base import MethodInputs, RunContext, fit_dassl, frozen_embeddings, register
 
 
 class PromptLearner(nn.Module):
@@ -101,11 +101,4 @@ def coop(inp: MethodInputs, ctx: RunContext) -> FitResult:
     c = ctx.baselines.coop
     train_x, views, test_x = frozen_embeddings(inp)
     model = build_coop(inp, ctx)
-    opt = torch.optim.SGD([model.prompts.ctx], lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
-    return fit(model, train_x=views if views is not None else train_x, train_y=inp.train_y, test_x=test_x,
-               test_y=inp.test_y, centroids=None, alpha=0.0,
-               cfg=with_epochs(ctx.cfg, epochs=c.epochs, batch_size=c.batch_size), seed=ctx.seed, device=ctx.device,
-               on_epoch=ctx.on_epoch, views=views is not None, desc=ctx.desc, optimizer=opt,
-               schedule=lambda o, per_epoch: cosine_schedule(o, epochs=c.epochs, steps_per_epoch=per_epoch,
-                                                             per="epoch", warmup_epochs=c.warmup_epochs,
-                                                             warmup_lr=c.warmup_lr))
+    return fit_dassl(model, [model.prompts.ctx], c, inp, ctx, train_x=train_x, views=views, test_x=test_x)

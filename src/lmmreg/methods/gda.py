@@ -4,12 +4,13 @@ image features, ensembled with the zero-shot logits. Training-free.
 
     mu_k = class means of the normalised features f;  S = covariance of the centred features (n rows, d dims)
     P = d * pinv((n - 1) S + tr(S) I)          (the repo's shrinkage estimate of the precision)
-    logits = s f T^T + alpha (f P mu^T + b),  b_k = log(1/C) - 1/2 mu_k^T P mu_k
+    logits = s f T^T + weight (f P mu^T + b),  b_k = log(1/C) - 1/2 mu_k^T P mu_k
 
 s: the repo's 100 (OpenAI CLIP's learnt temperature) or the CLIP's own (`baselines.logit_scale`).
 
-alpha from the repo's grid, chosen on the validation split; then the statistics are re-estimated on all
-training images. Cached augmented views count as extra samples (the repo concatenates its augment epochs).
+The GDA logits' weight (the repo's alpha) from the repo's grid (`baselines.gda.alpha_grid`), chosen on the
+validation split; then the statistics are re-estimated on all training images. Cached augmented views count as
+extra samples (the repo concatenates its augment epochs).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from lmmreg.methods.base import (
     zero_shot_scale,
 )
 
-DEFAULT_ALPHA = 0.1  # the repo's best_alpha before its grid search: used only when no validation split exists
+DEFAULT_WEIGHT = 0.1  # the repo's best_alpha before its grid search: used only when no validation split exists
 
 
 def gda_statistics(feats: torch.Tensor, labels: torch.Tensor, n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,10 +52,10 @@ def gda_statistics(feats: torch.Tensor, labels: torch.Tensor, n_classes: int) ->
     return w.float(), b.float()
 
 
-def gda_logits(f: torch.Tensor, text: torch.Tensor, w: torch.Tensor, b: torch.Tensor, alpha: float,
+def gda_logits(f: torch.Tensor, text: torch.Tensor, w: torch.Tensor, b: torch.Tensor, weight: float,
                scale: float = 100.0) -> torch.Tensor:
     """f [B, D] normalised, text [C, D] normalised -> [B, C]; `scale`: the zero-shot logits' (the repo's 100)."""
-    return scale * f @ text.T + alpha * (f @ w + b)
+    return scale * f @ text.T + weight * (f @ w + b)
 
 
 def _samples(train_x: torch.Tensor, views: torch.Tensor | None, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,7 +70,7 @@ def gda(inp: MethodInputs, ctx: RunContext) -> FitResult:
     n_classes = inp.class_text.shape[0]
     text = F.normalize(inp.class_text, dim=-1)
     train_x, views, test_x = frozen_embeddings(inp)
-    alpha = DEFAULT_ALPHA
+    weight = DEFAULT_WEIGHT
     scale = zero_shot_scale(inp, ctx)
     split = search_split(inp, ctx)
     if split is not None:
@@ -81,10 +82,10 @@ def gda(inp: MethodInputs, ctx: RunContext) -> FitResult:
         search = Search()
         for a in ctx.baselines.gda.alpha_grid:
             search.add({"alpha": a}, accuracy(gda_logits(val_f, text, w, b, a, scale), val_y))
-        alpha = search.best()["alpha"]
+        weight = search.best()["alpha"]  # recorded under the repo's name
     w, b = gda_statistics(*_samples(train_x, views, inp.train_y), n_classes)
     res = training_free(lambda x: gda_logits(F.normalize(x, dim=-1), text.to(x.device), w.to(x.device),
-                                             b.to(x.device), alpha, scale), test_x, inp.test_y, ctx)
-    res.chosen = {"alpha": alpha}
-    res.state_dict = {"w": w, "b": b, "alpha": torch.tensor(alpha)}
+                                             b.to(x.device), weight, scale), test_x, inp.test_y, ctx)
+    res.chosen = {"alpha": weight}
+    res.state_dict = {"w": w, "b": b, "alpha": torch.tensor(weight)}
     return res

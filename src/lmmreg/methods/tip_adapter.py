@@ -1,13 +1,14 @@
 """Tip-Adapter and Tip-Adapter-F (Zhang et al. ECCV 2022, gaopengcuhk/Tip-Adapter main.py, utils.py).
 
-    logits = s f T^T + alpha * exp(-beta (1 - f K^T)) L     (s: the repo's 100 or the CLIP's own, baselines.logit_scale)
+    logits = s f T^T + ratio * exp(-beta (1 - f K^T)) L     (s: the repo's 100 or the CLIP's own, baselines.logit_scale)
 
 f: normalised image features; K [N, D]: the cache keys, normalised training features (the mean over the cached
 views, as the repo averages its augment epochs); L [N, C]: their one-hot labels. Tip-Adapter is training-free;
 Tip-Adapter-F trains K (AdamW, lr 1e-3, eps 1e-4, cosine over all steps, 20 epochs, batch 256) with the initial
-beta, alpha. beta, alpha come from the repo's grid search, on the validation split: the cache for the search holds
-only the other training images (an image in its own cache would match itself). Unlike the repo, Tip-Adapter-F
-never keeps the best epoch by test accuracy: it reports the last epoch.
+beta, ratio. ratio is the paper's residual ratio alpha (`baselines.tip_adapter.init_alpha`, `alpha_scale`,
+`alpha_steps`; recorded as `alpha`). beta, ratio come from the repo's grid search, on the validation split: the cache
+for the search holds only the other training images (an image in its own cache would match itself). Unlike the repo,
+Tip-Adapter-F never keeps the best epoch by test accuracy: it reports the last epoch.
 """
 
 from __future__ import annotations
@@ -46,36 +47,36 @@ def cache_keys(train_x: torch.Tensor, views: torch.Tensor | None) -> torch.Tenso
 
 
 class TipAdapter(nn.Module):
-    """Tip-Adapter's logits; `keys` trainable for -F. Train mode uses (init) beta, alpha; eval mode the searched."""
+    """Tip-Adapter's logits; `keys` trainable for -F. Train mode uses (init) beta, ratio; eval mode the searched."""
 
     def __init__(self, keys: torch.Tensor, labels: torch.Tensor, class_text: torch.Tensor, *, beta: float,
-                 alpha: float, trainable: bool = False, scale: float = 100.0):
+                 ratio: float, trainable: bool = False, scale: float = 100.0):
         super().__init__()
         self.scale = scale  # of the zero-shot logits: the repo's 100 (baselines.logit_scale)
         self.keys = nn.Parameter(keys.clone(), requires_grad=trainable)  # K [N, D]
         self.register_buffer("values", F.one_hot(labels, class_text.shape[0]).float())  # L [N, C]
         self.register_buffer("text", F.normalize(class_text, dim=-1))  # T [C, D]
-        self.train_hp = self.eval_hp = (beta, alpha)
+        self.train_hp = self.eval_hp = (beta, ratio)
 
     def cache_logits(self, f: torch.Tensor, beta: float) -> torch.Tensor:
         return torch.exp(-beta * (1 - f @ self.keys.T)) @ self.values  # [B, C]
 
     def forward(self, x):
         f = F.normalize(x, dim=-1)
-        beta, alpha = self.train_hp if self.training else self.eval_hp
-        return x, self.scale * f @ self.text.T + alpha * self.cache_logits(f, beta)
+        beta, ratio = self.train_hp if self.training else self.eval_hp
+        return x, self.scale * f @ self.text.T + ratio * self.cache_logits(f, beta)
 
 
 @torch.no_grad()
-def search_beta_alpha(model: TipAdapter, val_x: torch.Tensor, val_y: torch.Tensor, cfg) -> tuple[float, float]:
-    """utils.search_hp on the validation images: the first (beta, alpha) of highest accuracy."""
+def search_beta_ratio(model: TipAdapter, val_x: torch.Tensor, val_y: torch.Tensor, cfg) -> tuple[float, float]:
+    """utils.search_hp on the validation images: the first (beta, ratio) of highest accuracy."""
     f = F.normalize(val_x, dim=-1).to(model.text.device)
     clip_logits = model.scale * f @ model.text.T
     search = Search()
     for beta in grid(cfg.beta_scale, cfg.beta_steps):
         cache = model.cache_logits(f, beta)
-        for alpha in grid(cfg.alpha_scale, cfg.alpha_steps):
-            search.add({"beta": beta, "alpha": alpha}, accuracy(clip_logits + alpha * cache, val_y))
+        for ratio in grid(cfg.alpha_scale, cfg.alpha_steps):
+            search.add({"beta": beta, "alpha": ratio}, accuracy(clip_logits + ratio * cache, val_y))
     best = search.best()
     return best["beta"], best["alpha"]
 
@@ -85,28 +86,28 @@ def search_beta_alpha(model: TipAdapter, val_x: torch.Tensor, val_y: torch.Tenso
 def tip_adapter(inp: MethodInputs, ctx: RunContext) -> FitResult:
     c = ctx.baselines.tip_adapter
     train_x, views, test_x = frozen_embeddings(inp)
-    beta, alpha = c.init_beta, c.init_alpha  # kept only where no validation split exists
+    beta, ratio = c.init_beta, c.init_alpha  # kept only where no validation split exists
     scale = zero_shot_scale(inp, ctx)
     split = search_split(inp, ctx)
     if split is not None:
         fit_idx = split.fit_idx
         part = TipAdapter(cache_keys(train_x[fit_idx], views[fit_idx] if views is not None else None),
-                          inp.train_y[fit_idx], inp.class_text, beta=c.init_beta, alpha=c.init_alpha, scale=scale)
-        beta, alpha = search_beta_alpha(part, *split.val(inp, train_x, lambda f: embed(inp.tail, f)), c)
-    model = TipAdapter(cache_keys(train_x, views), inp.train_y, inp.class_text, beta=beta, alpha=alpha,
+                          inp.train_y[fit_idx], inp.class_text, beta=c.init_beta, ratio=c.init_alpha, scale=scale)
+        beta, ratio = search_beta_ratio(part, *split.val(inp, train_x, lambda f: embed(inp.tail, f)), c)
+    model = TipAdapter(cache_keys(train_x, views), inp.train_y, inp.class_text, beta=beta, ratio=ratio,
                        scale=scale).eval()
     res = training_free(model, test_x, inp.test_y, ctx)
-    res.chosen = {"beta": beta, "alpha": alpha}
+    res.chosen = {"beta": beta, "alpha": ratio}
     return res
 
 
 def _train_keys(inp: MethodInputs, ctx: RunContext, train_x: torch.Tensor, views: torch.Tensor | None,
                 eval_x: torch.Tensor, eval_y: torch.Tensor,
                 eval_hp: tuple[float, float] | None = None) -> tuple[TipAdapter, FitResult]:
-    """Train the cache keys of `inp`'s training rows with the initial beta, alpha; evaluate with `eval_hp`."""
+    """Train the cache keys of `inp`'s training rows with the initial beta, ratio; evaluate with `eval_hp`."""
     c = ctx.baselines.tip_adapter
     model = TipAdapter(cache_keys(train_x, views), inp.train_y, inp.class_text, beta=c.init_beta,
-                       alpha=c.init_alpha, trainable=True, scale=zero_shot_scale(inp, ctx)).to(ctx.device)
+                       ratio=c.init_alpha, trainable=True, scale=zero_shot_scale(inp, ctx)).to(ctx.device)
     if eval_hp is not None:
         model.eval_hp = eval_hp
     opt = torch.optim.AdamW([model.keys], lr=c.lr, eps=1e-4)
@@ -124,16 +125,16 @@ def _train_keys(inp: MethodInputs, ctx: RunContext, train_x: torch.Tensor, views
 def tip_adapter_f(inp: MethodInputs, ctx: RunContext) -> FitResult:
     c = ctx.baselines.tip_adapter
     train_x, views, test_x = frozen_embeddings(inp)
-    beta, alpha = c.init_beta, c.init_alpha  # kept only where no validation split exists
+    beta, ratio = c.init_beta, c.init_alpha  # kept only where no validation split exists
     split = search_split(inp, ctx)
     if split is not None:
-        # 1. On the fit split: train the keys with the initial beta, alpha; search beta, alpha on validation.
+        # 1. On the fit split: train the keys with the initial beta, ratio; search beta, ratio on validation.
         fit_idx = split.fit_idx
         val_x, val_y = split.val(inp, train_x, lambda f: embed(inp.tail, f))
         part, _ = _train_keys(inp.subset(fit_idx), quiet(ctx, f"{ctx.desc} search"), train_x[fit_idx],
                               views[fit_idx] if views is not None else None, val_x, val_y)
-        beta, alpha = search_beta_alpha(part, val_x, val_y, c)
-    # 2. On all training images, the same training; every evaluation uses the searched beta, alpha.
-    _, res = _train_keys(inp, ctx, train_x, views, test_x, inp.test_y, eval_hp=(beta, alpha))
-    res.chosen = {"beta": beta, "alpha": alpha}
+        beta, ratio = search_beta_ratio(part, val_x, val_y, c)
+    # 2. On all training images, the same training; every evaluation uses the searched beta, ratio.
+    _, res = _train_keys(inp, ctx, train_x, views, test_x, inp.test_y, eval_hp=(beta, ratio))
+    res.chosen = {"beta": beta, "alpha": ratio}
     return res

@@ -14,7 +14,8 @@ from lmmreg.report.study import study_points
 from lmmreg.stats import holm
 
 SHOWN = 5  # points listed per verdict, the largest |Δ| first; the rest are counted
-ALPHA = 0.05  # the verdicts' level: family-wise over a dataset's study points after Holm, per point before
+LEVEL = 0.05  # the verdicts' level: family-wise over a dataset's study points after Holm, per point before
+ALPHA = LEVEL  # its old name, which report/study_section.py still imports
 
 
 def all_points(snap: Snapshot, ds: str, params: Params) -> list[tuple[dict[str, str], dict]]:
@@ -45,8 +46,8 @@ def holm_by_point(snap: Snapshot, ds: str, params: Params) -> dict[str, float]:
 
 
 def _called(pts: list[tuple[dict, dict]], ps: list[float]) -> tuple[list[int], list[int]]:
-    """Indices of the points called (p < ALPHA) beating and losing to the baseline, the largest |Δ| first."""
-    called = [i for i, q in enumerate(ps) if math.isfinite(q) and q < ALPHA]
+    """Indices of the points called (p < LEVEL) beating and losing to the baseline, the largest |Δ| first."""
+    called = [i for i, q in enumerate(ps) if math.isfinite(q) and q < LEVEL]
     helps = sorted((i for i in called if pts[i][1]["delta"] > 0), key=lambda i: -pts[i][1]["delta"])
     hurts = sorted((i for i in called if pts[i][1]["delta"] < 0), key=lambda i: pts[i][1]["delta"])
     return helps, hurts
@@ -74,14 +75,14 @@ def study_answer(snap: Snapshot, ds: str, params: Params) -> str:
                else "")
         helps, hurts = _called(pts, raw)
         verdict = ("beats the baseline" if helps else "loses to the baseline" if hurts else
-                   f"is indistinguishable from the baseline (verdict test p ≥ {ALPHA:g}{mde})")
+                   f"is indistinguishable from the baseline (verdict test p ≥ {LEVEL:g}{mde})")
         return f"one study point so far: LMM-Reg. {verdict}, {txt(0, holm_p=False)}."
     helps, hurts = _called(pts, adjusted)
     helps_u, hurts_u = _called(pts, raw)
     m = len(pts)
-    parts = [f"over {m} study points, Holm-corrected (family-wise error {ALPHA:.0%} over the {m}), LMM-Reg. beats "
+    parts = [f"over {m} study points, Holm-corrected (family-wise error {LEVEL:.0%} over the {m}), LMM-Reg. beats "
              f"the baseline at {len(helps)}, loses at {len(hurts)} and is indistinguishable at "
-             f"{m - len(helps) - len(hurts)}; uncorrected (each point at p < {ALPHA:g}): beats at {len(helps_u)}, "
+             f"{m - len(helps) - len(hurts)}; uncorrected (each point at p < {LEVEL:g}): beats at {len(helps_u)}, "
              f"loses at {len(hurts_u)}, indistinguishable at {m - len(helps_u) - len(hurts_u)}."]
 
     shown: list[int] = []

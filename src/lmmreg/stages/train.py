@@ -40,7 +40,7 @@ from lmmreg.clip.vision import VisionTail
 from lmmreg.config import Params, to_dict
 from lmmreg.convergence import KNOBS, check_convergence, reference_train_acc
 from lmmreg.data.manifest import load_manifest, manifest_digest
-from lmmreg.describe.setting import setting_hash
+from lmmreg.describe.setting import DESCRIBE_KEYS, setting_hash
 from lmmreg.engine import budget_schedule
 from lmmreg.identity import baseline_settings, method_alpha, run_identity, study_id, study_point
 from lmmreg.methods import MethodInputs, get_method, run_method
@@ -87,11 +87,6 @@ def load_inputs(params: Params, *, features: Path, text: Path, centroids: Path,
     split = test.tolist()
     return inputs, [i for i, t in zip(feats.ids, split, strict=True) if t], \
         [i for i, t in zip(feats.ids, split, strict=True) if not t]
-
-
-# The describe settings that change answers (dvc.yaml's plan params): logged with every run.
-DESCRIBE_KEYS = ("backend", "model", "prompt", "n_descriptions", "temperature", "top_p", "max_new_tokens",
-                 "repetition_penalty", "seed", "on_too_few", "too_few_retries")
 
 
 def run_params(params: Params, dataset: str) -> dict:

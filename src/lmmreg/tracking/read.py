@@ -34,7 +34,7 @@ def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
 def load_json_artifact(run_id: str, name: str, *, artifact_uri: str | None = None) -> Any:
     """A run's JSON artifact. Given the run's `artifact_uri` (search_child_runs has it), a local store's file is
     read in place and a remote one is fetched by that URI; without it MLflow resolves `runs:/` first (two
-    lookups of the run and one of its logged models: 32 of a 36-ms fetch, 12.6 of the whole study report's 32 s)."""
+    lookups of the run and one of its logged models: most of a fetch's time, for every run the report reads)."""
     import mlflow
 
     _client()

@@ -122,8 +122,8 @@ class RunLogger(_DatasetRuns):
 
         The alias `champion` moves to the new version when its `score` (the mean test accuracy, tag `lmmreg.score`)
         is at least the current champion's, so `@champion` is the best so far (`models:/<name>/latest` is the newest).
-        Requirements are given, not inferred (inferring loads the model in a subprocess: ~25 s, and may look
-        packages up); the signature comes from `python_model.predict`'s type hints and the input example.
+        Requirements are given, not inferred (inferring loads the model in a subprocess, slowly: docs/tracking.md; and
+        may look packages up); the signature comes from `python_model.predict`'s type hints and the input example.
         """
         import mlflow
 
