@@ -18,6 +18,9 @@ METHOD_TITLES = {
     "coop": "CoOp [8] (re-run)",
 }
 TABLE1 = ("finetune", "lmm_reg")
+# The paper's own rows, in the order a legend lists them: the proposed method, its baseline, the two CLIP rows the
+# paper compares with, and zero-shot CLIP with class prompts and with the LMM centroids (this project's extras).
+PAPER_ROWS = ("lmm_reg", "finetune", "linear_probe", "concat", "zero_shot", "zero_shot_lmm")
 # The field's baselines, re-run on this project's cached features and data: same protocol as the paper's rows.
 BASELINES = ("linear_probe_lbfgs", "prolip", "gda", "tip_adapter", "tip_adapter_f", "clip_adapter", "coop")
 TABLE2 = ("zero_shot", "zero_shot_lmm", "linear_probe", "concat", *BASELINES, "lmm_reg")

@@ -2,21 +2,65 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
 
 from lmmreg.config import Params
-from lmmreg.report.catalog import BOLD, METHOD_TITLES, method_style, style_order
+from lmmreg.report.catalog import BOLD, METHOD_TITLES, PAPER_ROWS, method_style, style_order
 from lmmreg.report.cells import cell_runs
 from lmmreg.report.paper import DATASET_TITLES
 from lmmreg.report.snapshot import Snapshot
 from lmmreg.report.study import VARIABLE_TITLES, fidelity, methods_of_rows, shots_x, value_key
 
+# Fig. 2's right panel: the last part of each method's own training (its last evaluated epoch = 100 %), at a y-range
+# around where LMM-Reg. and its baseline end, holding every method that ends within ZOOM_WITHIN points of them: there
+# the methods differ by a few points, a tenth of the left panel's height.
+ZOOM_FROM = 60.0  # % of training
+ZOOM_WITHIN = 10.0  # points of test accuracy
+
+
+def _mean_curves(snap: Snapshot, dataset: str) -> dict[str, tuple[np.ndarray, np.ndarray, int]]:
+    """method -> (evaluated epochs [E], test accuracy [S, E] over its seeds, S) for the current configuration."""
+    found = {r["method"] for r in snap.runs if r["role"] == "current" and r["dataset"] == dataset}
+    curves_of = {}
+    for m in style_order(found):  # drawing order: the bold pair last, on top
+        runs = cell_runs(snap, dataset, m)
+        curves = [np.array([a for _, a in snap.histories.get(r["run_id"], [])]) for r in runs]
+        if curves and len({len(c) for c in curves}) == 1 and len(curves[0]):
+            x = np.array([e for e, _ in snap.histories[runs[0]["run_id"]]])  # evaluated epochs
+            curves_of[m] = (x, np.stack(curves), len(runs))
+    return curves_of
+
+
+def _zoom_limits(curves_of: dict) -> tuple[tuple[float, float], list[str]]:
+    """The right panel's y-range, and the methods left off it (ending more than ZOOM_WITHIN points away from where
+    LMM-Reg. and its baseline end; from the best method where neither ran)."""
+    final = {m: float(c.mean(0)[-1]) for m, (_, c, _) in curves_of.items()}
+    anchor = [final[m] for m in BOLD if m in final] or [max(final.values())]
+    shown = [m for m, f in final.items() if min(anchor) - ZOOM_WITHIN <= f <= max(anchor) + ZOOM_WITHIN]
+    late = [float(v) for m in shown for v in _late(*curves_of[m][:2])[1]]
+    lo, hi = min(final[m] for m in shown), max(late)
+    pad = max(0.5, 0.12 * (hi - lo))
+    return (lo - pad, hi + pad), [m for m in final if m not in shown]
+
+
+def _late(x: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(% of training, mean accuracy) from the evaluation just before ZOOM_FROM on; a method evaluated once is flat."""
+    mean = c.mean(0)
+    if len(x) == 1:
+        return np.array([ZOOM_FROM, 100.0]), np.repeat(mean, 2)
+    share = 100.0 * x / x[-1]
+    first = max(0, int(np.searchsorted(share, ZOOM_FROM)) - 1)
+    return share[first:], mean[first:]
+
 
 def plot_fig2(snap: Snapshot, params: Params, out_png: Path, out_svg: Path) -> None:
-    """Test accuracy per epoch of every method, one panel per dataset: the mean curve over seeds, with a band of
-    ± std for LMM-Reg. and its baseline (bold); a method evaluated once (zero-shot, GDA ...) is a flat line."""
+    """Test accuracy per epoch of every method, one row per dataset: on the left the whole training, the mean curve
+    over seeds with a band of ± std for LMM-Reg. and its baseline (bold), a method evaluated once (zero-shot, GDA ...)
+    a flat line; on the right the last 40 % of each method's own training at a y-range that separates the methods.
+    The legend sits below, in two columns: the paper's rows, then the field's baselines."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -24,33 +68,52 @@ def plot_fig2(snap: Snapshot, params: Params, out_png: Path, out_svg: Path) -> N
 
     plt.rcParams["svg.hashsalt"] = "lmmreg"  # deterministic SVG ids
     dss = params.datasets
-    fig, axes = plt.subplots(1, len(dss), figsize=(5.6 * len(dss), 4.2), squeeze=False)
-    for ax, d in zip(axes[0], dss, strict=True):
-        found = {r["method"] for r in snap.runs if r["role"] == "current" and r["dataset"] == d}
-        curves_of = {}
-        for m in style_order(found):
-            runs = cell_runs(snap, d, m)
-            curves = [np.array([a for _, a in snap.histories.get(r["run_id"], [])]) for r in runs]
-            if curves and len({len(c) for c in curves}) == 1 and len(curves[0]):
-                x = np.array([e for e, _ in snap.histories[runs[0]["run_id"]]])  # evaluated epochs
-                curves_of[m] = (x, np.stack(curves), len(runs))
+    fig, axes = plt.subplots(len(dss), 2, figsize=(9.0, 3.4 * len(dss)), squeeze=False)
+    lines: dict[str, tuple] = {}  # method -> (a line of it, its legend label)
+    for (ax, zoom), d in zip(axes, dss, strict=True):
+        curves_of = _mean_curves(snap, d)
         span = [min(x[0] for x, _, _ in curves_of.values()), max(x[-1] for x, _, _ in curves_of.values())] \
             if curves_of else [0, 1]
+        ylim, off = _zoom_limits(curves_of) if curves_of else (None, [])
         for m, (x, c, n) in curves_of.items():
             st = method_style(m)
-            if len(x) == 1:  # evaluated once: flat across the epochs, its marker at both ends
-                x, c = np.array(span), np.repeat(c, 2, axis=1)
-            ax.plot(x, c.mean(0), label=f"{METHOD_TITLES.get(m, m)} (n={n})", markevery=max(1, len(x) // 8), **st)
-            if m in BOLD:
-                ax.fill_between(x, c.mean(0) - c.std(0), c.mean(0) + c.std(0), color=st["color"], alpha=0.15,
-                                linewidth=0)
+            xs, mean = (np.array(span), np.repeat(c.mean(0), 2)) if len(x) == 1 else (x, c.mean(0))
+            (line,) = ax.plot(xs, mean, markevery=max(1, len(xs) // 8), **st)
+            lines.setdefault(m, (line, f"{METHOD_TITLES.get(m, m)} (n={n})"))
+            share, late = _late(x, c)
+            if m not in off:
+                zoom.plot(share, late, markevery=max(1, len(share) // 6), **st)
+            if m in BOLD and len(x) > 1:
+                lo, hi = c.mean(0) - c.std(0), c.mean(0) + c.std(0)
+                ax.fill_between(x, lo, hi, color=st["color"], alpha=0.15, linewidth=0)
+                k = len(x) - len(share)
+                zoom.fill_between(share, lo[k:], hi[k:], color=st["color"], alpha=0.15, linewidth=0)
         demo = params.source(d).layout == "demo"
-        ax.set_title("Synthetic demo data (not the paper's)" if demo else DATASET_TITLES.get(d, d), fontsize=10)
+        title = "Synthetic demo data (not the paper's)" if demo else DATASET_TITLES.get(d, d)
+        ax.set_title(title, fontsize=9)
         ax.set_xlabel("epoch")
         ax.set_ylabel("test accuracy (%)")
-        ax.grid(alpha=0.3)
-    fig.tight_layout()  # before the legend, which sits outside the panels (the saved bbox grows to hold it)
-    _legend_right(axes[0][-1])
+        zoom.set_title(f"the last {100 - ZOOM_FROM:.0f} % of training, zoomed in", fontsize=9)
+        zoom.set_xlabel("share of each method's own training (%)")
+        zoom.set_xlim(ZOOM_FROM - 1, 101)
+        if ylim is not None:
+            zoom.set_ylim(*ylim)
+            if off:
+                note = textwrap.fill(f"off this scale (ending > {ZOOM_WITHIN:.0f} points from LMM-Reg. and its "
+                                     f"baseline): {', '.join(off)}", 62)
+                zoom.text(0.02, 0.02, note, transform=zoom.transAxes, fontsize=6.5, color="dimgrey",
+                          bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 1.5})
+        for a in (ax, zoom):
+            a.grid(alpha=0.3)
+            a.tick_params(labelsize=8)
+    fig.tight_layout()  # before the legends, which sit below the panels (the saved bbox grows to hold them)
+    paper = [m for m in PAPER_ROWS if m in lines]
+    others = [m for m in lines if m not in PAPER_ROWS]
+    for x0, title, methods in ((0.0, "The paper's rows", paper), (0.5, "The field's baselines (re-run here)", others)):
+        if methods:
+            fig.legend([lines[m][0] for m in methods], [lines[m][1] for m in methods], title=title, fontsize=8,
+                       title_fontsize=8.5, loc="upper left", bbox_to_anchor=(x0, 0.0), frameon=False,
+                       alignment="left")
     fig.savefig(out_png, dpi=120, bbox_inches="tight")
     fig.savefig(out_svg, metadata={"Date": None}, bbox_inches="tight")
     plt.close(fig)
