@@ -4,12 +4,30 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable
 
 from lmmreg import threads
 from lmmreg.config import ConfigError, Params, load_params
 from lmmreg.errors import UserError
+
+# Third-party loggers that speak at INFO per request or per file: httpx alone wrote one line per HTTP request (8,786
+# lines for the demo's 7,602 images with the openai describer), burying the progress line and the errors. They log
+# from WARNING up; LOG_REQUESTS_ENV=1 turns httpx's request lines back on, with the describer's retries one by one.
+QUIET_LOGGERS = ("httpx", "httpcore", "urllib3", "botocore", "s3transfer", "filelock", "fsspec")
+LOG_REQUESTS_ENV = "LMMREG_LOG_REQUESTS"
+
+
+def configure_logging() -> None:
+    """Timestamped INFO lines on stderr for lmmreg; third-party chatter (QUIET_LOGGERS) only from WARNING up,
+    unless `LMMREG_LOG_REQUESTS=1` (for debugging a describer server: docs/describe.md)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    requests = os.environ.get(LOG_REQUESTS_ENV, "").strip().lower() not in ("", "0", "false", "no")
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO if requests and name == "httpx" else logging.WARNING)
+    if requests:
+        logging.getLogger("lmmreg.describe").setLevel(logging.DEBUG)  # each retry, with its reason and wait
 
 
 def stage_parser(doc: str | None) -> argparse.ArgumentParser:
@@ -41,7 +59,7 @@ def batch_size(args: argparse.Namespace) -> int:
 def run_stage(main: Callable[[argparse.Namespace, Params], None], parser: argparse.ArgumentParser) -> None:
     """Parse args, load and check params, run `main`. The user's errors (lmmreg.errors.UserError, ConfigError, a
     missing input file) end with one clear line, no traceback; anything else is a bug and keeps its traceback."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     args = parser.parse_args()
     try:
         threads.configure()  # this stage's share of the cores (lmmreg.threads): queued experiments share them

@@ -107,6 +107,8 @@ class OpenAIChatDescriber:
         self.max_connect_failures = option(cfg, "max_connect_failures", int, 5, check=lambda v: v >= 1,
                                            why="must be >= 1")
         self._connect_failures = 0  # in a row, over all workers (one event loop: no lock needed)
+        # Requests sent and how many of them repeated a failed one: the describe stage's progress line shows them.
+        self.request_counts = {"requests": 0, "retries": 0}
         key_env = option(cfg, "api_key_env", str, "")
         self._api_key = ""
         if key_env:
@@ -170,6 +172,8 @@ class OpenAIChatDescriber:
         for attempt in range(self.max_retries + 1):
             retry_after = None
             no_server = False
+            self.request_counts["requests"] += 1
+            self.request_counts["retries"] += attempt > 0
             try:
                 resp = await client.post("/chat/completions", json=payload)
             except (httpx.ConnectError, httpx.ConnectTimeout) as e:  # refused, DNS, TLS: no server reached

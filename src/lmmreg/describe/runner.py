@@ -81,10 +81,23 @@ def build_record(item: DescribeItem, ans: Answer, cfg: DescribeConfig, setting: 
 
 def describe_images(describer: Describer, items: list[DescribeItem], *, store: DescriptionStore,
                     cfg: DescribeConfig, setting: str, desc: str = "describe") -> dict:
-    """Run the backend over `items`, storing each answer as it arrives; returns this run's counts."""
+    """Run the backend over `items`, storing each answer as it arrives; returns this run's counts. The progress line
+    shows images/s, and for a backend that sends requests (openai: `request_counts`) requests/s; `retries` counts
+    every request that repeated a failed one and every image asked again for too few descriptions."""
     stats = Counter()
     t0 = time.perf_counter()
     bar = progress(total=len(items), unit="img", desc=desc, dynamic_ncols=True)
+    counts = getattr(describer, "request_counts", None)
+    sent0, retried0 = (counts["requests"], counts["retries"]) if counts else (0, 0)
+
+    def postfix() -> dict:
+        retried = stats["retries"] + (counts["retries"] - retried0 if counts else 0)
+        post = {"retries": retried, "errors": stats["errors"]}
+        if counts:
+            sent = counts["requests"] - sent0
+            post = {"requests": f"{sent} ({sent / max(time.perf_counter() - t0, 1e-9):.1f}/s)", **post}
+        return post
+
     pending = items
     while pending:
         retry: list[DescribeItem] = []
@@ -99,11 +112,14 @@ def describe_images(describer: Describer, items: list[DescribeItem], *, store: D
                 retry.append(dataclasses.replace(item, attempt=item.attempt + 1))
             else:
                 bar.update(1)
-            bar.set_postfix(errors=stats["errors"], retries=stats["retries"], refresh=False)
+            bar.set_postfix(postfix(), refresh=False)
         stats["retries"] += len(retry)
         pending = retry
+    bar.set_postfix(postfix(), refresh=False)
     bar.close()
     seconds = time.perf_counter() - t0
+    if counts:
+        stats["requests"], stats["request_retries"] = counts["requests"] - sent0, counts["retries"] - retried0
     return {**stats, "images": len(items), "seconds": round(seconds, 3),
             "images_per_s": round(len(items) / seconds, 3) if seconds > 0 else None}
 
