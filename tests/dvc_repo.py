@@ -65,6 +65,7 @@ def make_repo(repo: Path, *, params: dict | None = None, venv: bool = False, env
     run(["git", "init", "-q", "-b", "main"], repo, env)
     run([DVC, "init", "-q"], repo, env)
     shutil.copy2(REPO / ".dvc/config", repo / ".dvc/config")  # the project's DVC settings (cache link types)
+    shutil.copytree(REPO / ".dvc/plots", repo / ".dvc/plots")  # the offline page `dvc plots show` fills (the config)
     run(["git", "add", "-A"], repo, env)
     run(["git", "commit", "-qm", "init"], repo, env)
     run([str(repo / "bin/python"), "-m", "lmmreg.tracking", "init"], repo, env)  # the store, before parallel runs

@@ -59,8 +59,8 @@ def test_unchanged_configuration_changes_nothing(committed):
     repo, env = committed
     assert "Data and pipelines are up to date." in run([DVC, "status"], repo, env)
     tables = (repo / "reports/tables.md").read_bytes()
-    metrics = json.loads((repo / "metrics/demo.json").read_text())
-    assert set(metrics) == {"test_acc", "test_acc_std"} and set(metrics["test_acc"]) == set(METHODS)
+    metrics = json.loads((repo / "metrics/demo.json").read_text())["demo"]
+    assert set(metrics["test_acc"]) == set(metrics["test_acc_std"]) == set(METHODS)
     out = run([DVC, "repro", "-f", "-s", "report"], repo, env)  # the report alone again, from the same runs
     assert _trained(out) == set() and ran(out) == {"report"}
     assert (repo / "reports/tables.md").read_bytes() == tables

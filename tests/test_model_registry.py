@@ -51,7 +51,7 @@ def test_champion_is_registered_predicts_from_images_and_is_served(small_params,
         child.data.params)
     assert not {"lr", "epochs", "clip_model", "lmm_backend", "train.methods"} & set(child.data.params)
     assert child.data.params["alpha"] == "0.01" and child.data.params["train.lr"] == "0.0001"
-    metrics = json.loads((root / "metrics/demo.json").read_text())
+    metrics = json.loads((root / "metrics/demo.json").read_text())["demo"]
     for m in small_params.train.methods:
         assert parent.data.metrics[f"test_acc.{m}"] == pytest.approx(metrics["test_acc"][m], abs=1e-3)
         assert f"test_acc_std.{m}" in parent.data.metrics

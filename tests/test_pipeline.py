@@ -33,9 +33,12 @@ def test_pipeline_report_and_snapshot(small_params, mlflow_root, monkeypatch):
     root = mlflow_root
     summary = run_pipeline(small_params, root)
     assert set(summary) == set(small_params.train.methods)
-    metrics = json.loads((root / "metrics/demo.json").read_text())
+    metrics = json.loads((root / "metrics/demo.json").read_text())["demo"]  # columns `demo.<key>` in dvc exp show
     assert set(metrics["test_acc"]) == set(small_params.train.methods)
-    assert all(isinstance(v, float) for d in metrics.values() for v in d.values())  # DVC metrics: numbers only
+    assert all(isinstance(v, float) for k in ("test_acc", "test_acc_std") for v in metrics[k].values())
+    others = {m: a for m, a in metrics["test_acc"].items() if m not in ("lmm_reg", "finetune")}
+    assert all(metrics[m] == metrics["test_acc"][m] for m in ("lmm_reg", "finetune"))
+    assert metrics["best_baseline"] == max(others.values()) == others[metrics["best_is"]]
     assert json.loads((root / "models/demo/runs.json").read_text())["parent_run_id"]
     assert (root / "models/demo/methods/lmm_reg/s0.pt").is_file()
     curves = (root / "plots/demo.csv").read_text().splitlines()

@@ -8,8 +8,8 @@ when it is at least as good as the champion so far.
         --text data/text/demo --centroids data/centroids/demo.pt --methods models/demo/methods \
         --runs models/demo/runs.json --metrics metrics/demo.json --plots plots/demo.csv
 
-Outputs: `metrics/<dataset>.json` (numbers only, for `dvc exp show`), `models/<dataset>/runs.json` (run ids, the
-parent and the logged model) and `plots/<dataset>.csv` (test accuracy per epoch, mean over seeds).
+Outputs: `metrics/<dataset>.json` (DVC metrics, numbers and names only, see `dvc_metrics`), `models/<dataset>/runs.json`
+(run ids, the parent and the logged model) and `plots/<dataset>.csv` (test accuracy per epoch, mean over seeds).
 """
 
 from __future__ import annotations
@@ -63,6 +63,25 @@ def write_curves(results: dict[str, dict], path: Path, *, methods: list[str]) ->
         f.write(",".join(["epoch", *methods]) + "\n")
         for e in epochs_seen:
             f.write(",".join([str(e), *(f"{sum(by_method[m][e]) / len(by_method[m][e]):.4f}" for m in methods)]) + "\n")
+
+
+# The headline of `dvc exp show`: the proposed method, its own baseline (the same training at α = 0), and the best
+# of every other method of train.methods.
+PROPOSED, BASELINE = "lmm_reg", "finetune"
+
+
+def dvc_metrics(dataset: str, summary: dict[str, dict]) -> dict:
+    """`metrics/<dataset>.json`: everything under the dataset's name, so the columns of `dvc exp show` are
+    `<dataset>.lmm_reg` ... and never collide across datasets. First the headline (LMM-Reg., fine-tuning, the best
+    other method's accuracy and name: `best_baseline`, `best_is`), then every method's mean and std over seeds
+    (`test_acc.<method>`, `test_acc_std.<method>`), which the README's comparison command leaves out."""
+    means = {m: s["test_acc_mean"] for m, s in summary.items()}
+    head = {m: means[m] for m in (PROPOSED, BASELINE) if m in means}
+    others = {m: a for m, a in means.items() if m not in (PROPOSED, BASELINE)}
+    if others:
+        best = max(others, key=lambda m: others[m])
+        head.update(best_baseline=others[best], best_is=best)
+    return {dataset: {**head, "test_acc": means, "test_acc_std": {m: s["test_acc_std"] for m, s in summary.items()}}}
 
 
 REGISTER_ENV = "LMMREG_REGISTER"
@@ -161,11 +180,9 @@ def main(params: Params, *, dataset: str, paths: TrainPaths, methods_dir: Path, 
             logger.tag({f"{tracking.TAG}model": champion["registered"] or f"not logged: {champion['not_logged']}"})
     log.info("%s: parent run %s: %d new run(s), %d reused unchanged (%d copied into this store from DVC's results)",
              dataset, logger.parent_id, len(adopted), len(reused), sum(i["copied"] for i in resolved.values()))
-    # DVC metrics hold numbers only, so `dvc exp show` opens on the accuracies; run ids go to runs.json.
+    # DVC metrics hold accuracies (and the best baseline's name) only; run ids go to runs.json.
     metrics.parent.mkdir(parents=True, exist_ok=True)
-    numbers = {"test_acc": {m: s["test_acc_mean"] for m, s in summary.items()},
-               "test_acc_std": {m: s["test_acc_std"] for m, s in summary.items()}}
-    metrics.write_text(json.dumps(numbers, indent=1) + "\n")
+    metrics.write_text(json.dumps(dvc_metrics(dataset, summary), indent=1) + "\n")
     runs.parent.mkdir(parents=True, exist_ok=True)
     runs.write_text(json.dumps({"parent_run_id": logger.parent_id, "methods": summary, "reused_runs": reused,
                                 "model": champion}, indent=1) + "\n")
