@@ -1,7 +1,9 @@
+import copy
 import dataclasses
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lmmreg.config import TrainConfig
@@ -63,12 +65,35 @@ def test_regulariser_pulls_embeddings_to_centroids():
     assert dists[1.0] < 0.5 * dists[0.0]
 
 
-def test_sgd_option_is_used():
-    x, y, cents = _data()
-    cfg = dataclasses.replace(TrainConfig(epochs=2, batch_size=16, lr=1e-2), optimizer="sgd")
-    res = fit(_model(), train_x=x[:64], train_y=y[:64], test_x=x[64:], test_y=y[64:], centroids=None,
-              alpha=0.0, cfg=cfg, seed=0)
-    assert len(res.history) == 2
+def test_sgd_option_takes_sgd_steps_with_its_momentum_and_weight_decay():
+    x, y, _ = _data()
+    cfg = TrainConfig(epochs=2, batch_size=64, lr=0.1, optimizer="sgd", momentum=0.9, weight_decay=0.01)
+    torch.manual_seed(0)
+    start = _model()
+
+    def trained(c: TrainConfig) -> dict:
+        return fit(copy.deepcopy(start), train_x=x[:64], train_y=y[:64], test_x=x[64:], test_y=y[64:],
+                   centroids=None, alpha=0.0, cfg=c, seed=0).state_dict
+
+    sgd = trained(cfg)
+    # Two full-batch steps by hand, torch.optim.SGD's update: g = grad + wd p; b = g, then b = momentum b + g;
+    # p -= lr b. Each epoch shuffles the rows of the one batch, which moves only float rounding.
+    hand = copy.deepcopy(start)
+    bufs: dict[str, torch.Tensor] = {}
+    for _ in range(2):
+        hand.zero_grad()
+        F.cross_entropy(hand(x[:64])[1], y[:64]).backward()
+        with torch.no_grad():
+            for k, p in hand.named_parameters():
+                g = p.grad + cfg.weight_decay * p
+                bufs[k] = cfg.momentum * bufs[k] + g if k in bufs else g.clone()
+                p -= cfg.lr * bufs[k]
+    for k, v in hand.state_dict().items():
+        assert torch.allclose(sgd[k], v, atol=1e-5), k
+    no_momentum = dataclasses.replace(cfg, momentum=0.0)
+    assert not all(torch.allclose(trained(no_momentum)[k], sgd[k], atol=1e-4) for k in sgd)
+    adam = trained(dataclasses.replace(cfg, optimizer="adam"))
+    assert not all(torch.allclose(adam[k], sgd[k], atol=1e-4) for k in sgd)
 
 
 def test_fit_draws_one_cached_view_per_image_and_epoch():

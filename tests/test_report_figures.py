@@ -2,20 +2,45 @@
 
 from __future__ import annotations
 
-from lmmreg.methods import REGISTRY
-from lmmreg.report.catalog import BOLD, METHOD_STYLES, method_style, style_order
+import subprocess
+import sys
+
+from lmmreg.methods import REGISTRY as METHODS
+from lmmreg.report.catalog import BOLD, METHOD_STYLES, METHOD_TITLES, method_style, style_order
+
+UNLISTED = ("new_method", "another_method", "a_third_one")  # methods with no style entry, as a new one starts
 
 
-def test_every_registered_method_has_its_own_colour_and_marker():
-    assert set(REGISTRY) <= set(METHOD_STYLES)
-    colours = [c for c, _, _ in METHOD_STYLES.values()]
-    markers = [m for _, m, _ in METHOD_STYLES.values()]
-    assert len(set(colours)) == len(colours) == len(set(markers)) >= 13
+def _look(method: str) -> tuple[str, str]:
+    st = method_style(method)
+    return st["color"], st["marker"]
+
+
+def test_every_registered_method_is_drawn_in_its_own_colour_and_marker():
+    looks = [_look(m) for m in METHODS]
+    assert len(set(looks)) == len(looks)  # no two lines of one figure look alike
+
+
+def test_every_registered_method_has_a_title():
+    assert set(METHODS) <= set(METHOD_TITLES)
+
+
+def test_a_method_without_a_style_entry_gets_its_own_fixed_style():
+    looks = [_look(m) for m in UNLISTED]
+    chosen_colours = {c for c, _, _ in METHOD_STYLES.values()}
+    chosen_markers = {m for _, m, _ in METHOD_STYLES.values()}
+    assert all(c not in chosen_colours and m not in chosen_markers for c, m in looks)  # never a listed method's
+    assert len(set(looks)) == len(looks)
+    # The same in another process (no salted hash): a figure drawn tomorrow matches today's.
+    code = f"from lmmreg.report.catalog import method_style; print([method_style(m)['color'] for m in {UNLISTED!r}])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == str([c for c, _ in looks])
 
 
 def test_lmm_reg_and_its_baseline_are_bold_and_drawn_last():
     assert set(BOLD) == {"lmm_reg", "finetune"}
-    assert method_style("lmm_reg")["linewidth"] > 2 * method_style("coop")["linewidth"] / 1.5
+    bold = {m for m in (*METHODS, *UNLISTED) if method_style(m)["linewidth"] > method_style("coop")["linewidth"]}
+    assert bold == {"lmm_reg", "finetune"}
     assert style_order({"lmm_reg", "coop", "finetune", "zero_shot", "new_method"})[-3:] == [
         "finetune", "lmm_reg", "new_method"]
 

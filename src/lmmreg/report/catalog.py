@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 METHOD_TITLES = {
     "finetune": "Finetuning w/o Reg. (Baseline)",
     "lmm_reg": "LMM-Reg.-CLIP (Proposed)",
@@ -16,6 +18,10 @@ METHOD_TITLES = {
     "tip_adapter_f": "Tip-Adapter-F (Zhang et al. 2022) (re-run)",
     "clip_adapter": "CLIP-Adapter (Gao et al. 2021) (re-run)",
     "coop": "CoOp [8] (re-run)",
+    "lp_pp": "LP++ (Huang et al. 2024) (re-run)",
+    "clap": "CLAP (Silva-Rodriguez et al. 2024) (re-run, no validation set)",
+    "cross_modal": "Cross-modal linear probe (Lin et al. 2023) (re-run)",
+    "cross_modal_lmm": "Cross-modal linear probe, LMM descriptions as samples (Lin et al. 2023) (re-run)",
 }
 TABLE1 = ("finetune", "lmm_reg")
 # The paper's own rows, in the order a legend lists them: the proposed method, its baseline, the two CLIP rows the
@@ -26,8 +32,9 @@ BASELINES = ("linear_probe_lbfgs", "prolip", "gda", "tip_adapter", "tip_adapter_
 TABLE2 = ("zero_shot", "zero_shot_lmm", "linear_probe", "concat", *BASELINES, "lmm_reg")
 # Methods whose test embeddings are their own (not the frozen x = f(I)): compared for compactness.
 COMPACTNESS = ("linear_probe", "concat", "finetune", "lmm_reg", "prolip", "clip_adapter")
-# One style per method, the same in every figure: (colour, marker, line style). Thirteen colours and markers, no
-# pair repeated; LMM-Reg. and its baseline (finetune) are drawn bold (BOLD), the others thin. Order = legend order.
+# One style per method, the same in every figure: (colour, marker, line style). No colour or marker repeated;
+# LMM-Reg. and its baseline (finetune) are drawn bold (BOLD), the others thin. Order = legend order. A method
+# without an entry gets `default_style`: a new method needs none.
 METHOD_STYLES = {
     "zero_shot": ("#7f7f7f", "x", "--"),
     "zero_shot_lmm": ("#bcbd22", "+", "--"),
@@ -40,15 +47,31 @@ METHOD_STYLES = {
     "tip_adapter_f": ("#7b4173", "h", "-"),
     "clip_adapter": ("#393b79", "*", "-"),
     "coop": ("#637939", "P", "-"),
+    "lp_pp": ("#e7ba52", "d", "-"),
+    "clap": ("#843c39", "H", "-"),
+    "cross_modal": ("#6b6ecf", "8", "-"),
+    "cross_modal_lmm": ("#9c9ede", "X", "-"),
     "finetune": ("#1f77b4", "s", "-"),
     "lmm_reg": ("#d62728", "o", "-"),
 }
 BOLD = ("finetune", "lmm_reg")
+# Colours and markers no entry above uses, for the methods without one
+DEFAULT_COLOURS = ("#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d", "#9edae5",
+                   "#5254a3", "#b5cf6b", "#bd9e39", "#ad494a", "#a55194", "#d6616b", "#ce6dbd")
+DEFAULT_MARKERS = ("1", "2", "3", "4")
+
+
+def default_style(method: str) -> tuple[str, str, str]:
+    """(colour, marker, line style) of a method without a METHOD_STYLES entry: picked by a hash of its name, so
+    the same in every figure and every process, and never an entry's colour or marker."""
+    h = int.from_bytes(hashlib.sha256(method.encode()).digest()[:8], "big")
+    colour, h = DEFAULT_COLOURS[h % len(DEFAULT_COLOURS)], h // len(DEFAULT_COLOURS)
+    return colour, DEFAULT_MARKERS[h % len(DEFAULT_MARKERS)], ":"
 
 
 def method_style(method: str) -> dict:
-    """matplotlib keyword arguments for `method` (a method missing from METHOD_STYLES is drawn thin, black)."""
-    color, marker, line = METHOD_STYLES.get(method, ("black", ".", ":"))
+    """matplotlib keyword arguments for `method` (a method missing from METHOD_STYLES: `default_style`, thin)."""
+    color, marker, line = METHOD_STYLES.get(method) or default_style(method)
     bold = method in BOLD
     return {"color": color, "marker": marker, "linestyle": line, "linewidth": 2.2 if bold else 1.0,
             "markersize": 6.5 if bold else 4.5, "zorder": 3 if bold else 2, "alpha": 1.0 if bold else 0.85}
