@@ -263,7 +263,7 @@ def run_rung(params, work: Path, name: str, paths, rung: str) -> dict:
 
     models = work / "models" / name / rung
     handler = Warnings()
-    train_log = logging.getLogger("lmmreg.stages.train")
+    train_log = logging.getLogger("lmmreg.seed_run")
     train_log.addHandler(handler)
     started = time.perf_counter()
     try:

@@ -23,9 +23,8 @@ from lmmreg.clip.build import build_clip
 from lmmreg.clip.text import embed_texts
 from lmmreg.clip.vision import VisionTail
 from lmmreg.config import BaselinesConfig, ClipConfig, CoOpConfig, ProLIPConfig, TrainConfig
-from lmmreg.methods import MethodInputs, run_method
 from lmmreg.methods import prolip as prolip_mod
-from lmmreg.methods.base import RunContext, quiet
+from lmmreg.methods.base import MethodInputs, RunContext, quiet, run_method
 
 
 def demo_inputs(n_classes: int = 8, n_train: int = 1200, n_test: int = 400) -> MethodInputs:

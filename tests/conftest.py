@@ -31,6 +31,9 @@ SMALL_BASELINES = {
     "clip_adapter": {"epochs": 2},
     "coop": {"epochs": 2, "n_ctx": 4},
     "linear_probe_lbfgs": {"c_grid": [1.0, 1.0e-2], "search_steps": 1, "max_iter": 100},
+    "lp_pp": {"epochs": 5},
+    "clap": {"epochs": 2},
+    "cross_modal": {"iters": 20, "eval_every": 5, "lr_grid": [1.0e-3], "weight_decay_grid": [0.0, 1.0e-2]},
 }
 
 

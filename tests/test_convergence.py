@@ -156,7 +156,7 @@ def test_under_trained_runs_are_tagged_logged_and_marked(small_params, mlflow_ro
     params = dataclasses.replace(small_params, train=dataclasses.replace(
         small_params.train, methods=["linear_probe", "gda"], lr=1.0e-7, epochs=5))
     paths = prepare_inputs(params, root)
-    with caplog.at_level(logging.WARNING, logger="lmmreg.stages.train"):
+    with caplog.at_level(logging.WARNING, logger="lmmreg.seed_run"):
         train_all.main(params, dataset="demo", manifest=paths.manifest, features=paths.features, text=paths.text,
                        centroids=paths.centroids, models=root / "models/demo", metrics=root / "metrics/demo.json",
                        plots=root / "plots/demo.csv", log_model=False)

@@ -19,9 +19,12 @@ SRC = REPO / "src"
 def imported_files(module: str) -> set[Path]:
     """Every lmmreg source file `module` imports, transitively (lmmreg.plan.source_files: lazy imports and
     modules named by a constant string included)."""
-    from lmmreg.plan import source_files
+    from lmmreg.plan import SRC, code_digest, source_files
 
-    return set(source_files(module))
+    files = set(source_files(module))
+    if module == f"lmmreg.stages.{CODE_IN_PLAN['train']}":  # the plan digests the train stage's code, methods included
+        files |= {SRC / f for f in code_digest()["files"]}
+    return files
 
 
 # A train stage's code reaches DVC through its plan file (lmmreg.plan.code_digest), not through src deps.

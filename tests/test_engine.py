@@ -108,7 +108,7 @@ def test_fit_draws_one_cached_view_per_image_and_epoch():
 
 
 def test_every_trained_method_accepts_augmented_views():
-    from lmmreg.methods import MethodInputs, run_method
+    from lmmreg.methods.base import MethodInputs, run_method
 
     g = torch.Generator().manual_seed(0)
     w, d, c = 6, 4, 3

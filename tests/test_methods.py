@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import typing
 
 import numpy as np
 import pytest
@@ -18,10 +17,12 @@ from lmmreg.clip.text import embed_texts
 from lmmreg.clip.vision import VisionTail
 from lmmreg.config import (
     BaselinesConfig,
+    CLAPConfig,
     ClipAdapterConfig,
     ClipConfig,
     CoOpConfig,
-    Method,
+    CrossModalConfig,
+    LPPlusPlusConfig,
     ProLIPConfig,
     TipAdapterConfig,
     TrainConfig,
@@ -29,8 +30,8 @@ from lmmreg.config import (
 )
 from lmmreg.engine import cosine_schedule
 from lmmreg.heads import CosineHead
-from lmmreg.methods import REGISTRY, MethodInputs, get_method, run_method
-from lmmreg.methods.base import RunContext
+from lmmreg.methods import METHODS, get_method
+from lmmreg.methods.base import MethodInputs, RunContext, run_method
 from lmmreg.validation import holdout_split
 from tests.conftest import small_raw_params
 
@@ -76,21 +77,35 @@ def _zero_shot_cos(inp: MethodInputs, feat: torch.Tensor) -> torch.Tensor:
 
 FAST = BaselinesConfig(prolip=ProLIPConfig(steps=5, lr_grid=[1.0e-3, 1.0e-5], reg_grid=[1.0, 0.0]),
                        tip_adapter=TipAdapterConfig(epochs=2, beta_steps=5, alpha_steps=5),
-                       clip_adapter=ClipAdapterConfig(epochs=2), coop=CoOpConfig(epochs=2, n_ctx=4))
+                       clip_adapter=ClipAdapterConfig(epochs=2), coop=CoOpConfig(epochs=2, n_ctx=4),
+                       lp_pp=LPPlusPlusConfig(epochs=5), clap=CLAPConfig(epochs=2),
+                       cross_modal=CrossModalConfig(iters=20, eval_every=5, lr_grid=[1.0e-3], weight_decay_grid=[0.0]))
 
 
 # ------------------------------------------------------------------ the registry
 
 
-def test_registry_knows_exactly_the_configurable_methods():
-    assert set(REGISTRY) == set(typing.get_args(Method))
+def test_registry_is_the_one_list_of_methods():
+    import dataclasses
+
+    from lmmreg.config import ConfigError
+
     with pytest.raises(ValueError, match="unknown method 'nope'"):
         get_method("nope")
+    from lmmreg.methods.registry import check_methods
+
+    with pytest.raises(ConfigError, match="train.methods: unknown method 'nope'"):
+        check_methods(parse_params(small_raw_params(**{"train.methods": ["lmm_reg", "nope"]})).train.methods)
+    assert parse_params(small_raw_params(**{"train.methods": list(METHODS)})).train.methods == list(METHODS)
+    from lmmreg.methods.registry import INPUTS  # the declared inputs are MethodInputs' fields, no more, no less
+    assert INPUTS == {f.name for f in dataclasses.fields(MethodInputs)}
+    for spec in METHODS.values():
+        assert callable(spec.load())  # every entry names a function that exists
 
 
 def test_every_declared_setting_exists_in_params():
     params = parse_params(small_raw_params())
-    for spec in REGISTRY.values():
+    for spec in METHODS.values():
         for dotted in spec.settings:
             node = params
             for part in dotted.split("."):
@@ -124,7 +139,8 @@ def test_a_method_missing_an_input_fails_naming_it(clip):
 @pytest.mark.parametrize("aug", [0, 2])
 def test_every_method_runs_and_predicts_every_test_image(clip, aug):
     inp = _inputs(clip, n_train=32, n_test=12, aug=aug)
-    for method in sorted(REGISTRY):
+    inp = dataclasses.replace(inp, train_desc=inp.train_text_mean[:, None] + torch.randn(32, 3, 1))  # cross_modal_lmm
+    for method in sorted(METHODS):
         res = run_method(method, inp, alpha=0.1, cfg=TrainConfig(epochs=2, batch_size=8), seed=0, baselines=FAST)
         assert res.final.preds.shape == (12,) and 0 <= res.final.acc <= 100, method
         assert all(math.isfinite(v) for v in res.chosen.values()), method

@@ -133,7 +133,7 @@ def test_describe_resumes_without_redoing_work(small_params, tmp_path):
 def test_train_inputs_without_clip_are_the_same_tail_and_scale(small_params, tmp_path):
     """A method that never runs the text tower starts its tail from the features stage's `tail_init`: the very
     tensor and temperature the built CLIP gives, so no result depends on which path loaded it."""
-    from lmmreg.stages.train import load_inputs
+    from lmmreg.inputs import load_inputs
 
     p = prepare_inputs(small_params, tmp_path)
     built, test_ids, train_ids = load_inputs(small_params, features=p.features, text=p.text, centroids=p.centroids)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from lmmreg.methods import REGISTRY as METHODS
-from lmmreg.report.catalog import BOLD, METHOD_STYLES, METHOD_TITLES, method_style, style_order
+from lmmreg.methods import METHODS
+from lmmreg.report.catalog import BOLD, METHOD_STYLES, METHOD_TITLES, TABLE2, method_style, style_order
 
 UNLISTED = ("new_method", "another_method", "a_third_one")  # methods with no style entry, as a new one starts
 
@@ -21,8 +21,8 @@ def test_every_registered_method_is_drawn_in_its_own_colour_and_marker():
     assert len(set(looks)) == len(looks)  # no two lines of one figure look alike
 
 
-def test_every_registered_method_has_a_title():
-    assert set(METHODS) <= set(METHOD_TITLES)
+def test_every_registered_method_has_a_title_and_a_table_2_row():
+    assert set(METHODS) <= set(METHOD_TITLES) and set(METHODS) - {"finetune"} <= set(TABLE2)
 
 
 def test_a_method_without_a_style_entry_gets_its_own_fixed_style():

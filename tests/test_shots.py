@@ -16,7 +16,7 @@ from lmmreg.config import TrainConfig, parse_params
 from lmmreg.engine import budget_schedule, fit
 from lmmreg.heads import EmbeddingClassifier, init_head
 from lmmreg.identity import run_identity, study_id, study_point
-from lmmreg.methods import MethodInputs
+from lmmreg.methods.base import MethodInputs
 from lmmreg.shots import few_shot_inputs, sample_shots, total_steps
 from tests.conftest import small_raw_params
 

@@ -255,3 +255,41 @@ def test_a_reused_run_stands_at_every_point_its_method_ignores(params, monkeypat
     assert set(at) == {(), alpha, shots} and not snap.missing
     # each run's curve and predictions fetched once, however many points it stands at
     assert len(snap.predictions) == len({r["run_id"] for r in runs})
+
+
+def test_the_study_opens_with_what_the_target_contributes(params):
+    """A reg_target block (the runs of the paper's target name none: POINT_DEFAULTS): one row per target, Δ
+    against fine-tuning at the same point; finetune's runs are the same at every target."""
+    base = study_point(params)
+    assert "reg_target" not in base
+    runs, preds, hist = [], {}, {}
+    labels = [i % N_CLASSES for i in range(N_TEST)]
+    right = {"lmm": 16, "class_prompt": 16, "shuffled": 8, "finetune": 10}
+    for target, k in right.items():
+        method = "finetune" if target == "finetune" else "lmm_reg"
+        point = base if target in ("lmm", "finetune") else {**base, "reg_target": target}
+        for seed in (0, 1):
+            rid = f"{target}-s{seed}"
+            preds[rid] = {"ids": [f"t{i}" for i in range(N_TEST)], "labels": labels,
+                          "preds": [y if i < k else (y + 1) % N_CLASSES for i, y in enumerate(labels)]}
+            hist[rid] = [(1, 5.0 * k)]
+            runs.append({"dataset": "demo", "method": method, "seed": seed, "alpha": "0.01",
+                         "role": "current" if point == base else "study", "run_id": rid, "config_id": f"c-{target}",
+                         "ablation_id": "a", "reported_test_acc": 5.0 * k, "final_test_acc": 5.0 * k,
+                         "best_test_acc": 5.0 * k, "reported_epoch": 1, "intra_inter_ratio": 0.5, "silhouette": 0.1,
+                         "demo": "True", "point": json.dumps(point, sort_keys=True), "n_train_images": 32,
+                         "train_steps": 30, "reg_ce_ratio_first": math.nan, "reg_ce_ratio_last": math.nan})
+    # fine-tuning ignores the target: its runs stand at the control points too (as incremental training reuses them)
+    runs += [{**r, "role": "study", "point": json.dumps({**base, "reg_target": t}, sort_keys=True)}
+             for r in list(runs) if r["method"] == "finetune" for t in ("class_prompt", "shuffled")]
+    md = "\n".join(study_markdown(Snapshot(runs, hist, preds, []), params, {"demo": list("abcd")}))
+    section = md.split("**What the target contributes on")[1].split("\n\n", 2)[2].split("\n\n")[0]
+    lines = section.splitlines()
+    assert lines[0].startswith("| J_reg target | LMM-Reg. | fine-tuning | Δ")
+    body = {line.split(" | ")[0].lstrip("| "): line for line in lines[2:]}
+    assert list(body) == ["LMM centroids (Eq. 1, the paper)", "class-prompt embeddings (no LMM)",
+                          "LMM centroids of another class"]
+    assert "| +30.00 [" in body["LMM centroids (Eq. 1, the paper)"]  # 80 % against 50 %
+    assert "| +30.00 [" in body["class-prompt embeddings (no LMM)"] and "| -10.00 [" in body[
+        "LMM centroids of another class"]
+    assert md.index("What the target contributes") < md.index("Runs of this configuration")  # it opens the section

@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from lmmreg import threads
+from lmmreg import seed_pool, threads
 from lmmreg.config import parse_params
 from lmmreg.stages import plan, train
 from tests.conftest import small_raw_params
@@ -76,10 +76,10 @@ def test_workers_share_the_cores_and_all_seeds_run_at_once_where_that_is_sooner(
     for (cores, n_seeds), expected in cases.items():
         monkeypatch.setenv("LMMREG_THREADS", str(cores))
         p = dataclasses.replace(params, seeds=list(range(n_seeds)))
-        assert train.workers_for(p, "lmm_reg", "cpu") == expected, (cores, n_seeds)
+        assert seed_pool.workers_for(p, "lmm_reg", "cpu") == expected, (cores, n_seeds)
     monkeypatch.setenv("LMMREG_THREADS", "2")
-    assert train.workers_for(params, "lmm_reg", "cuda") == 1  # one GPU process
-    assert train.workers_for(params, "zero_shot", "cpu") == 1  # training-free: milliseconds per seed
+    assert seed_pool.workers_for(params, "lmm_reg", "cuda") == 1  # one GPU process
+    assert seed_pool.workers_for(params, "zero_shot", "cpu") == 1  # training-free: milliseconds per seed
 
 
 @pytest.mark.slow
@@ -89,7 +89,7 @@ def test_seeds_give_the_same_numbers_in_one_process_or_several(mlflow_root, monk
     params = parse_params(raw)
     paths = prepare_inputs(params, root)
     results = {}
-    monkeypatch.setattr(train, "HELPER_START_S", 0.0)  # a helper even for this small problem's fast seeds
+    monkeypatch.setattr(seed_pool, "HELPER_START_S", 0.0)  # a helper even for this small problem's fast seeds
     # one process; this process and a helper per spare core (and a third process if the first seed outlasts the
     # helper's start); three processes, helpers forked from the fork server
     for n in ("1", "2", "3"):
@@ -112,7 +112,7 @@ def test_seeds_give_the_same_numbers_in_one_process_or_several(mlflow_root, monk
     assert json.loads((root / "out3/result.json").read_text())["workers"] == 3
 
     # A seed faster than a helper's start-up: the stage keeps all seeds in its own process, same numbers again.
-    monkeypatch.setattr(train, "HELPER_START_S", 1e9)
+    monkeypatch.setattr(seed_pool, "HELPER_START_S", 1e9)
     res = train.main(params, dataset="demo", method="lmm_reg", plan=root / "plan2/lmm_reg.json", paths=paths,
                      out=root / "out3")
     assert res["workers"] == 1

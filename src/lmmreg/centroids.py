@@ -35,3 +35,25 @@ def centroids_of_images(desc: Artifact, image_ids: set[str], classes: list[str])
     """Eq. 1 over the descriptions of `image_ids` only (the train split, or a K-shot subset of it)."""
     keep = torch.tensor([o in image_ids for o in description_owners(desc)], dtype=torch.bool)
     return compute_centroids(desc.tensors["emb"], desc.labels, keep, classes)
+
+
+def build_train_descriptions(desc: Artifact, image_ids: list[str]) -> torch.Tensor:
+    """MethodInputs.train_desc (the cross-modal probe's text samples) from `descriptions.pt` (stage embed_text, rows
+    `<image id>#<j>`): [N, M, D], row k the description embeddings of image_ids[k] in the artifact's order, NaN
+    past its count; M the most any has."""
+    at = {image: k for k, image in enumerate(image_ids)}
+    rows, slots, count = [], [], [0] * len(image_ids)
+    for r, owner in enumerate(description_owners(desc)):
+        k = at.get(owner)
+        if k is not None:
+            rows.append(r)
+            slots.append((k, count[k]))
+            count[k] += 1
+    missing = [image_ids[k] for k, n in enumerate(count) if n == 0]
+    if missing:
+        raise InputError(f"no descriptions for {len(missing)} training images, e.g. {missing[:3]}")
+    emb = desc.tensors["emb"]  # [R, D]
+    out = torch.full((len(image_ids), max(count), emb.shape[1]), float("nan"), dtype=emb.dtype)
+    k, j = torch.tensor(slots).T
+    out[k, j] = emb[torch.tensor(rows)]
+    return out

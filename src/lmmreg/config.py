@@ -324,7 +324,8 @@ class BaselinesConfig:
     # images that are not among the K shots, drawn per seed (CoOp / Dassl, lpclip's val_shot_list); from_shots:
     # val_fraction of the K shots themselves. At shots: all both are the val_fraction split.
     val_rule: Literal["outside_shots", "from_shots"] = "outside_shots"
-    # The scale of the zero-shot logits in GDA, Tip-Adapter(-F) and ProLIP. Their official code writes 100 because
+    # The scale of the zero-shot logits in GDA, Tip-Adapter(-F) and ProLIP (and of the cross-modal probe's head, whose
+    # code writes exp(4.60517)). Their official code writes 100 because
     # that is OpenAI CLIP's learnt temperature exp(logit_scale) (clamped at 100 in training); `model` uses the
     # CLIP's own, the same as 100 for OpenAI's weights and its faithful analogue for any other CLIP (the demo's
     # learnt 16.7); `fixed_100` keeps the literal constant whatever the model.

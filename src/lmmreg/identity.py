@@ -17,8 +17,7 @@ from lmmreg.methods import get_method
 
 def method_alpha(method: str, alpha: float) -> float | None:
     """The alpha a method's result depends on: None where it plays no part."""
-    kind = get_method(method).alpha
-    return alpha if kind == "param" else 0.0 if kind == "zero" else None
+    return get_method(method).alpha_value(alpha)
 
 
 def _setting(params: Params, dotted: str) -> Any:
@@ -36,8 +35,8 @@ def baseline_settings(params: Params, method: str) -> dict[str, Any]:
 # The regime study's variables (lmmreg.study): a run's study point is their values; everything else in the
 # configuration is its study id. Values are strings, as MLflow stores them.
 STUDY_VARIABLES = ("alpha", "shots", "centroids_from", "describe_noise", "n_descriptions", "normalize",
-                   "reg_reduction", "head_init")
-_STUDY_TRAIN_KEYS = ("shots", "centroids_from", "normalize", "reg_reduction", "head_init")
+                   "reg_reduction", "head_init", "reg_target")
+_STUDY_TRAIN_KEYS = ("shots", "centroids_from", "normalize", "reg_reduction", "head_init", "reg_target")
 
 
 def study_point(params: Params) -> dict[str, str]:
@@ -48,7 +47,18 @@ def study_point(params: Params) -> dict[str, str]:
             "centroids_from": t.centroids_from if t.shots != "all" else "shots",
             "describe_noise": repr(float(noise)) if isinstance(noise, (int, float)) else "n/a",
             "n_descriptions": str(params.describe.n_descriptions), "normalize": str(t.normalize).lower(),
-            "reg_reduction": t.reg_reduction, "head_init": t.head_init}
+            "reg_reduction": t.reg_reduction, "head_init": t.head_init,
+            # J_reg's target only where it is a control: a point without it is the paper's (runs from before too)
+            **({"reg_target": t.reg_target} if t.reg_target != "lmm" else {})}
+
+
+# Study variables a point names only where they differ from these (so points of runs from before them still match).
+POINT_DEFAULTS = {"reg_target": "lmm"}
+
+
+def full_point(point: dict[str, str]) -> dict[str, str]:
+    """`point` with every study variable it leaves out at its default (POINT_DEFAULTS): what slicing compares."""
+    return {**POINT_DEFAULTS, **point}
 
 
 def at_point(params: Params, point: dict[str, str]) -> Params:
@@ -64,6 +74,7 @@ def at_point(params: Params, point: dict[str, str]) -> Params:
     train = dataclasses.replace(
         t, shots=shots_v, normalize=point.get("normalize", str(t.normalize).lower()) == "true",
         reg_reduction=point.get("reg_reduction", t.reg_reduction), head_init=point.get("head_init", t.head_init),
+        reg_target=point.get("reg_target", "lmm"),
         # at shots: all, study_point folds centroids_from into "shots"; the run kept the params' own value
         centroids_from=t.centroids_from if shots_v == "all" else point.get("centroids_from", t.centroids_from))
     options = dict(d.options)
@@ -120,9 +131,12 @@ def identity_parts(params: Params, *, dataset: str, method: str, data_digest: st
     spec = get_method(method)
     train = to_dict(params.train)
     train.pop("methods")
-    if spec.alpha != "param":  # how J_reg is reduced and normalised cannot matter where alpha * J_reg is 0 or absent
-        train.pop("reg_reduction")
+    if not spec.reads_alpha:  # how J_reg is reduced and normalised, and its target, cannot matter where alpha * J_reg
+        train.pop("reg_reduction")  # is 0 or absent
         train.pop("normalize")
+        train.pop("reg_target")
+    elif train["reg_target"] == "lmm":  # the paper's target: the ids of runs from before the controls stay as they were
+        train.pop("reg_target")
     engine_trained = "train" in spec.settings  # trained by the engine with `train:` (these use train.head_init)
     clip = to_dict(params.clip)
     if not uses_class_prompt(params, method):

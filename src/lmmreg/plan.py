@@ -32,8 +32,10 @@ import torch
 
 from lmmreg.artifacts import load_artifact
 from lmmreg.config import Params
+from lmmreg.errors import InputError
 from lmmreg.identity import identity_parts, run_identity, uses_class_prompt, uses_lmm
 from lmmreg.methods import get_method
+from lmmreg.methods.registry import method_modules
 
 PLAN_FORMAT = "lmmreg-plan/1"
 TRAIN_MODULE = "lmmreg.stages.train"
@@ -77,8 +79,11 @@ def method_input_files(params: Params, method: str, paths: TrainPaths) -> list[P
         files.append(paths.text / "class_text.pt")
     if uses_lmm(params, method):
         files += [paths.centroids, paths.text / "image_mean.pt"]
-        if params.train.shots != "all":  # few-shot centroids come from the K-shot images' own descriptions
+        # few-shot centroids come from the K-shot images' own descriptions; train_desc is every description
+        if params.train.shots != "all" or "train_desc" in spec.needs:
             files.append(paths.text / "descriptions.pt")
+    if spec.reads_alpha and params.train.reg_target == "random_text":  # J_reg's random-word control target
+        files.append(paths.text / "random_text.pt")
     if "clip_model" in spec.needs and paths.text / "class_text.pt" not in files:
         files.append(paths.text / "class_text.pt")  # prompt learning runs the text tower these embeddings came from
     return files
@@ -102,11 +107,11 @@ def _holds_no_logic(path: Path) -> bool:
     return all(inert(n) for n in ast.parse(path.read_text()).body)
 
 
-def source_files(module: str) -> list[Path]:
-    """Every lmmreg source file `module` imports, transitively, sorted: lazy (in-function) imports included, and
-    modules named by a constant string (a registry that imports a member by name)."""
+def source_files(module: str, *also: str) -> list[Path]:
+    """Every lmmreg source file `module` (and the modules `also`) imports, transitively, sorted: lazy (in-function)
+    imports included, and modules named by a constant string (a registry that imports a member by name)."""
     seen: set[Path] = set()
-    todo = [module]
+    todo = [module, *also]
     while todo:
         name = todo.pop()
         path = _module_file(name)
@@ -129,8 +134,9 @@ def source_files(module: str) -> list[Path]:
 
 @functools.cache
 def code_digest(module: str = TRAIN_MODULE) -> dict[str, Any]:
-    """sha256 over the path and bytes of each of `module`'s source files (source_files)."""
-    files = source_files(module)
+    """sha256 over the path and bytes of each of `module`'s source files (source_files); for the train stage, with
+    every method's module, which it loads by name from the registry (lmmreg.methods.registry)."""
+    files = source_files(module, *(method_modules() if module == TRAIN_MODULE else ()))
     h = hashlib.sha256()
     for f in files:
         data = f.read_bytes()
@@ -179,10 +185,10 @@ def load_plan(path: Path, *, dataset: str, method: str) -> dict[str, Any]:
         raise FileNotFoundError(f"{path}: no plan for {dataset}/{method} (run `dvc repro plan@{dataset}`)")
     plan = json.loads(path.read_text())
     if plan.get("format") != PLAN_FORMAT or plan.get("dataset") != dataset or plan.get("method") != method:
-        raise ValueError(f"{path}: not the plan of {dataset}/{method} (format {plan.get('format')!r}, "
+        raise InputError(f"{path}: not the plan of {dataset}/{method} (format {plan.get('format')!r}, "
                          f"{plan.get('dataset')}/{plan.get('method')}); re-run `dvc repro plan@{dataset}`")
     code = code_digest()
     if plan.get("code", {}).get("sha256") != code["sha256"]:
-        raise ValueError(f"{path}: planned for other code than the train stage's now (its sources changed since "
+        raise InputError(f"{path}: planned for other code than the train stage's now (its sources changed since "
                          f"plan@{dataset} ran: {code['module']}'s {len(code['files'])} files); re-run `dvc repro`")
     return plan

@@ -20,7 +20,8 @@ from lmmreg.artifacts import Artifact
 from lmmreg.centroids import centroids_of_images
 from lmmreg.config import TrainConfig
 from lmmreg.engine import steps_per_epoch
-from lmmreg.methods import MethodInputs
+from lmmreg.errors import InputError
+from lmmreg.methods.base import MethodInputs
 from lmmreg.validation import outside_shots, val_shots
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ def sample_shots(train_y: torch.Tensor, k: int | str, seed: int, *, classes: lis
     if k == "all":
         return torch.arange(len(train_y))
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"train.shots: expected 'all' or an int >= 1, got {k!r}")
+        raise InputError(f"train.shots: expected 'all' or an int >= 1, got {k!r}")
     gen = torch.Generator().manual_seed(seed)
     picked = []
     for c in torch.unique(train_y).tolist():  # ascending labels: the draw does not depend on row order
@@ -48,6 +49,7 @@ def subset_inputs(inp: MethodInputs, idx: torch.Tensor, *, centroids: torch.Tens
     return dataclasses.replace(
         inp, train_feat=inp.train_feat[idx], train_y=inp.train_y[idx], train_text_mean=inp.train_text_mean[idx],
         train_aug=None if inp.train_aug is None else inp.train_aug[idx],
+        train_desc=None if inp.train_desc is None else inp.train_desc[idx],
         centroids=inp.centroids if centroids is None else centroids)
 
 
@@ -73,7 +75,7 @@ def few_shot_inputs(inp: MethodInputs, cfg: TrainConfig, *, seed: int, train_ids
         try:
             cents, _ = centroids_of_images(desc, set(ids), classes)
         except ValueError as e:
-            raise ValueError(f"train.shots={cfg.shots} seed {seed}: {e}") from None
+            raise InputError(f"train.shots={cfg.shots} seed {seed}: {e}") from None
         cents = cents.to(inp.centroids.dtype)
     sub = subset_inputs(inp, idx, centroids=cents)
     return dataclasses.replace(sub, val_feat=val_feat, val_y=val_y), ids

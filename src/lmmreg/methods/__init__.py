@@ -15,40 +15,16 @@
 | clip_adapter       | CLIP-Adapter (re-run)                  | x = f(I), frozen             | bottleneck MLP        |
 | coop               | CoOp (re-run)                          | x = f(I) + CLIP text tower   | context vectors       |
 | linear_probe_lbfgs | CLIP's L-BFGS linear probe (re-run)    | x = f(I), frozen             | logistic regression   |
+| lp_pp              | LP++ (re-run)                          | x = f(I), frozen             | W, b, α per class     |
+| clap               | CLAP (re-run; no validation set)       | x = f(I), frozen             | class prototypes      |
+| cross_modal        | cross-modal linear probe (re-run)      | x = f(I) + class prompts     | linear head           |
+| cross_modal_lmm    | cross-modal probe, LMM descriptions    | x = f(I) + descriptions      | linear head           |
 
-One module per family registers its methods (`@register`); adding a method is adding a module and its import
-below. `run_method` looks a name up; `get_method(name)` says what a method needs and which settings it depends on.
+The declarations live in `lmmreg.methods.registry` (no torch: plan, report and config read them without loading a
+method); `lmmreg.methods.base.run_method` imports a method's module when it runs. Adding a method is adding its
+module, its registry line and its test.
 """
 
-from __future__ import annotations
+from lmmreg.methods.registry import METHODS, MethodEntry, get_method, method_names
 
-import torch
-
-from lmmreg.config import BaselinesConfig, TrainConfig
-from lmmreg.engine import FitResult
-from lmmreg.methods import (  # noqa: F401  (each module registers its methods)
-    clip_adapter,
-    coop,
-    finetune,
-    gda,
-    linear,
-    linear_probe_lbfgs,
-    prolip,
-    tip_adapter,
-    zero_shot,
-)
-from lmmreg.methods.base import REGISTRY, MethodInputs, MethodSpec, RunContext, check_inputs, get_method
-
-__all__ = ["REGISTRY", "MethodInputs", "MethodSpec", "get_method", "run_method"]
-
-
-def run_method(method: str, inp: MethodInputs, *, alpha: float, cfg: TrainConfig, seed: int,
-               device: str | torch.device = "cpu", on_epoch=None, desc: str = "train",
-               baselines: BaselinesConfig | None = None) -> FitResult:
-    """Train (if the method trains) and evaluate; training-free methods return a one-row history."""
-    spec = get_method(method)
-    check_inputs(spec, inp)
-    torch.manual_seed(seed)  # a head's initialisation is part of the seed
-    ctx = RunContext(alpha=alpha, cfg=cfg, baselines=baselines or BaselinesConfig(), seed=seed, device=device,
-                     on_epoch=on_epoch, desc=desc)
-    return spec.fn(inp, ctx)
+__all__ = ["METHODS", "MethodEntry", "get_method", "method_names"]

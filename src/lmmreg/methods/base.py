@@ -1,7 +1,7 @@
 """The method registry: what a method needs, which settings its result depends on, and how it trains.
 
-A method is a function `(inp: MethodInputs, ctx: RunContext) -> FitResult` registered under its name with
-`@register(name, needs=..., settings=..., alpha=...)`, in a module of its family under `lmmreg/methods/`.
+A method is a function `(inp: MethodInputs, ctx: RunContext) -> FitResult` in a module of its family under
+`lmmreg/methods/`, declared in `lmmreg.methods.registry` (what it needs, which settings it depends on, its α).
 `run_method` looks the name up; `lmmreg.identity` reads the declaration (not a hand-kept list) to decide which
 settings identify a run.
 """
@@ -12,20 +12,17 @@ import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 
 from lmmreg.config import BaselinesConfig, TrainConfig
 from lmmreg.engine import Evaluation, FitResult, cosine_schedule, evaluate, fit, percent
+from lmmreg.methods.registry import MethodEntry, get_method
 from lmmreg.validation import holdout_split
 
 log = logging.getLogger(__name__)
-
-# Inputs that come from the LMM's descriptions: a method that reads one depends on the describe settings.
-LMM_INPUTS = frozenset({"centroids", "train_text_mean", "test_text_mean"})
-
 
 @dataclass
 class MethodInputs:
@@ -51,6 +48,11 @@ class MethodInputs:
     # baselines.val_rule: outside_shots; None at shots: all (the split is then cut from the training rows)
     val_feat: torch.Tensor | None = None  # [Nv, W] or [Nv, T, W], boundary features like train_feat
     val_y: torch.Tensor | None = None  # [Nv]
+    # [C, D] what LMM-Reg.'s J_reg pulls each class towards (train.reg_target, lmmreg.reg_targets); None = centroids
+    reg_target: torch.Tensor | None = None
+    # [Ntr, M, D]: each training image's own description embeddings t_i^j (descriptions.pt, in j order), NaN rows
+    # past the image's count (M: the most any image has); None unless a method reads it (cross_modal_lmm)
+    train_desc: torch.Tensor | None = None
 
     def train_views(self) -> torch.Tensor | None:
         """[Ntr, 1 + K, ...]: the clean view first, then the augmented ones; None without augmentation."""
@@ -61,8 +63,9 @@ class MethodInputs:
     def subset(self, idx: torch.Tensor) -> MethodInputs:
         """The same inputs with only training rows `idx` (a hyper-parameter search fits on part of train)."""
         aug = self.train_aug[idx] if self.train_aug is not None else None
+        desc = self.train_desc[idx] if self.train_desc is not None else None
         return dataclasses.replace(self, train_feat=self.train_feat[idx], train_y=self.train_y[idx],
-                                   train_text_mean=self.train_text_mean[idx], train_aug=aug)
+                                   train_text_mean=self.train_text_mean[idx], train_aug=aug, train_desc=desc)
 
 
 @dataclass(frozen=True)
@@ -80,58 +83,21 @@ class RunContext:
     eval_name: str = "test_acc"
 
 
-@dataclass(frozen=True)
-class MethodSpec:
-    """A registered method and what it declares about itself."""
-
-    name: str
-    fn: Callable[[MethodInputs, RunContext], FitResult]
-    needs: frozenset[str]  # MethodInputs fields it reads (checked before it runs)
-    # Params sections its result depends on besides data and CLIP ("train", "baselines.gda", ...): its identity.
-    settings: tuple[str, ...] = ()
-    # "param": the result depends on params.alpha (lmm_reg); "zero": alpha = 0 is part of it (finetune).
-    alpha: Literal["none", "zero", "param"] = "none"
-
-    @property
-    def trains(self) -> bool:
-        return bool(self.settings)
-
-    @property
-    def uses_lmm(self) -> bool:
-        return bool(self.needs & LMM_INPUTS) or self.alpha == "param"
-
-    @property
-    def uses_class_prompt(self) -> bool:
-        """Reads the class-prompt embeddings, so `clip.class_prompt` is part of its identity."""
-        return "class_text" in self.needs
+def run_method(method: str, inp: MethodInputs, *, alpha: float, cfg: TrainConfig, seed: int,
+               device: str | torch.device = "cpu", on_epoch=None, desc: str = "train",
+               baselines: BaselinesConfig | None = None) -> FitResult:
+    """Train (if the method trains) and evaluate; training-free methods return a one-row history. `alpha` is
+    params.alpha: the method gets the α its registry entry declares (finetune 0, lmm_reg `alpha`)."""
+    spec = get_method(method)
+    check_inputs(spec, inp)
+    fn = spec.load()
+    torch.manual_seed(seed)  # a head's initialisation is part of the seed
+    ctx = RunContext(alpha=spec.alpha_value(alpha), cfg=cfg, baselines=baselines or BaselinesConfig(), seed=seed,
+                     device=device, on_epoch=on_epoch, desc=desc)
+    return fn(inp, ctx)
 
 
-REGISTRY: dict[str, MethodSpec] = {}
-
-
-def register(name: str, *, needs: set[str] | frozenset[str], settings: tuple[str, ...] = (),
-             alpha: Literal["none", "zero", "param"] = "none"):
-    """Decorator: register `fn(inp, ctx) -> FitResult` as method `name`."""
-    unknown = set(needs) - {f.name for f in dataclasses.fields(MethodInputs)}
-    if unknown:
-        raise ValueError(f"method {name!r}: needs unknown inputs {sorted(unknown)}")
-
-    def deco(fn):
-        if name in REGISTRY:
-            raise ValueError(f"method {name!r} registered twice ({REGISTRY[name].fn.__module__}, {fn.__module__})")
-        REGISTRY[name] = MethodSpec(name, fn, frozenset(needs), tuple(settings), alpha)
-        return fn
-
-    return deco
-
-
-def get_method(name: str) -> MethodSpec:
-    if name not in REGISTRY:
-        raise ValueError(f"train.methods: unknown method {name!r} (known: {', '.join(sorted(REGISTRY))})")
-    return REGISTRY[name]
-
-
-def check_inputs(spec: MethodSpec, inp: MethodInputs) -> None:
+def check_inputs(spec: MethodEntry, inp: MethodInputs) -> None:
     missing = sorted(n for n in spec.needs if getattr(inp, n) is None)
     if missing:
         raise ValueError(f"method {spec.name!r} needs {', '.join(missing)}, which the inputs lack")
@@ -225,8 +191,6 @@ def zero_shot_scale(inp: MethodInputs, ctx: RunContext) -> float:
 
 
 # The settings a method declares when it searches on a validation split / scales zero-shot logits as above
-SEARCH_SETTINGS = ("baselines.val_fraction", "baselines.val_rule")
-SCALE_SETTINGS = ("baselines.logit_scale",)
 
 
 def images_per_class(y: torch.Tensor) -> float:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmmreg.engine import FitResult
-from lmmreg.methods.base import MethodInputs, RunContext, fit_dassl, frozen_embeddings, register
+from lmmreg.methods.base import MethodInputs, RunContext, fit_dassl, frozen_embeddings
 
 
 class ClipAdapter(nn.Module):
@@ -32,8 +32,6 @@ class ClipAdapter(nn.Module):
         return emb, self.scale * F.normalize(emb, dim=-1) @ self.text.T
 
 
-@register("clip_adapter", needs={"tail", "train_feat", "test_feat", "train_y", "test_y", "class_text"},
-          settings=("baselines.clip_adapter",))
 def clip_adapter(inp: MethodInputs, ctx: RunContext) -> FitResult:
     c = ctx.baselines.clip_adapter
     train_x, views, test_x = frozen_embeddings(inp)

@@ -20,7 +20,7 @@ from torch import nn
 
 from lmmreg.clip.text import can_trim_padding, encode_text_embeddings, trim_padding
 from lmmreg.engine import FitResult
-from lmmreg.methods.base import MethodInputs, RunContext, fit_dassl, frozen_embeddings, register
+from lmmreg.methods.base import MethodInputs, RunContext, fit_dassl, frozen_embeddings
 
 
 class PromptLearner(nn.Module):
@@ -95,8 +95,6 @@ def build_coop(inp: MethodInputs, ctx: RunContext) -> CoOpClassifier:
     return CoOpClassifier(prompts, inp.logit_scale)
 
 
-@register("coop", needs={"tail", "train_feat", "test_feat", "train_y", "test_y", "classnames", "clip_model",
-                         "tokenizer"}, settings=("baselines.coop",))
 def coop(inp: MethodInputs, ctx: RunContext) -> FitResult:
     c = ctx.baselines.coop
     train_x, views, test_x = frozen_embeddings(inp)

@@ -29,11 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmmreg.artifacts import Artifact
-from lmmreg.centroids import description_owners
+from lmmreg.centroids import build_train_descriptions  # noqa: F401  (re-exported: it builds this method's input)
 from lmmreg.config import CrossModalConfig
 from lmmreg.engine import FitResult, evaluate, percent
-from lmmreg.errors import InputError
 from lmmreg.methods.base import (
     MethodInputs,
     RunContext,
@@ -243,24 +241,3 @@ def cross_modal_lmm(inp: MethodInputs, ctx: RunContext) -> FitResult:
         return desc[present], inp.train_y[rows][:, None].expand_as(present)[present]
 
     return _train(inp, ctx, descriptions)
-
-
-def build_train_descriptions(desc: Artifact, image_ids: list[str]) -> torch.Tensor:
-    """MethodInputs.train_desc from `descriptions.pt` (stage embed_text, rows `<image id>#<j>`): [N, M, D], row k
-    the description embeddings of image_ids[k] in the artifact's order, NaN past its count; M the most any has."""
-    at = {image: k for k, image in enumerate(image_ids)}
-    rows, slots, count = [], [], [0] * len(image_ids)
-    for r, owner in enumerate(description_owners(desc)):
-        k = at.get(owner)
-        if k is not None:
-            rows.append(r)
-            slots.append((k, count[k]))
-            count[k] += 1
-    missing = [image_ids[k] for k, n in enumerate(count) if n == 0]
-    if missing:
-        raise InputError(f"no descriptions for {len(missing)} training images, e.g. {missing[:3]}")
-    emb = desc.tensors["emb"]  # [R, D]
-    out = torch.full((len(image_ids), max(count), emb.shape[1]), float("nan"), dtype=emb.dtype)
-    k, j = torch.tensor(slots).T
-    out[k, j] = emb[torch.tensor(rows)]
-    return out

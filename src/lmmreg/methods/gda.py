@@ -22,15 +22,12 @@ import torch.nn.functional as F
 
 from lmmreg.engine import FitResult
 from lmmreg.methods.base import (
-    SCALE_SETTINGS,
-    SEARCH_SETTINGS,
     MethodInputs,
     RunContext,
     Search,
     accuracy,
     embed,
     frozen_embeddings,
-    register,
     search_split,
     training_free,
     zero_shot_scale,
@@ -64,8 +61,6 @@ def _samples(train_x: torch.Tensor, views: torch.Tensor | None, y: torch.Tensor)
     return F.normalize(views.flatten(0, 1), dim=-1), y.repeat_interleave(views.shape[1])
 
 
-@register("gda", needs={"tail", "train_feat", "test_feat", "train_y", "test_y", "class_text"},
-          settings=("baselines.gda", *SEARCH_SETTINGS, *SCALE_SETTINGS))
 def gda(inp: MethodInputs, ctx: RunContext) -> FitResult:
     n_classes = inp.class_text.shape[0]
     text = F.normalize(inp.class_text, dim=-1)

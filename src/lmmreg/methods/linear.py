@@ -11,7 +11,7 @@ from torch import nn
 
 from lmmreg.engine import FitResult, fit
 from lmmreg.heads import EmbeddingClassifier, init_head
-from lmmreg.methods.base import MethodInputs, RunContext, frozen_embeddings, register
+from lmmreg.methods.base import MethodInputs, RunContext, frozen_embeddings
 
 
 def _fit_head(train_x: torch.Tensor, test_x: torch.Tensor, views: bool, inp: MethodInputs,
@@ -25,15 +25,12 @@ def _fit_head(train_x: torch.Tensor, test_x: torch.Tensor, views: bool, inp: Met
                desc=ctx.desc)
 
 
-@register("linear_probe", needs={"tail", "train_feat", "test_feat", "train_y", "test_y"}, settings=("train",))
 def linear_probe(inp: MethodInputs, ctx: RunContext) -> FitResult:
     train_x, train_views, test_x = frozen_embeddings(inp)
     views = train_views is not None
     return _fit_head(train_views if views else train_x, test_x, views, inp, ctx)
 
 
-@register("concat", needs={"tail", "train_feat", "test_feat", "train_y", "test_y", "train_text_mean",
-                           "test_text_mean"}, settings=("train",))
 def concat(inp: MethodInputs, ctx: RunContext) -> FitResult:
     train_x, train_views, test_x = frozen_embeddings(inp)
     if train_views is not None:  # [Ntr, V, 2D]: every view of an image shares its descriptions

@@ -23,14 +23,11 @@ from torch import nn
 
 from lmmreg.engine import FitResult, cosine_schedule, fit
 from lmmreg.methods.base import (
-    SCALE_SETTINGS,
-    SEARCH_SETTINGS,
     MethodInputs,
     RunContext,
     Search,
     accuracy,
     images_per_class,
-    register,
     search_split,
     with_epochs,
     zero_shot_scale,
@@ -137,8 +134,6 @@ def _train_grid(pre: torch.Tensor, y: torch.Tensor, views: bool, w0: torch.Tenso
     return torch.stack(weights).detach()
 
 
-@register("prolip", needs={"tail", "train_feat", "test_feat", "train_y", "test_y", "class_text"},
-          settings=("baselines.prolip", *SEARCH_SETTINGS, *SCALE_SETTINGS))
 def prolip(inp: MethodInputs, ctx: RunContext) -> FitResult:
     c = ctx.baselines.prolip
     lr, reg = c.lr, c.reg if c.reg is not None else 1.0 / images_per_class(inp.train_y)

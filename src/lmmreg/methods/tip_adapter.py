@@ -19,8 +19,6 @@ from torch import nn
 
 from lmmreg.engine import FitResult, cosine_schedule, fit
 from lmmreg.methods.base import (
-    SCALE_SETTINGS,
-    SEARCH_SETTINGS,
     MethodInputs,
     RunContext,
     Search,
@@ -28,7 +26,6 @@ from lmmreg.methods.base import (
     embed,
     frozen_embeddings,
     quiet,
-    register,
     search_split,
     training_free,
     with_epochs,
@@ -81,8 +78,6 @@ def search_beta_ratio(model: TipAdapter, val_x: torch.Tensor, val_y: torch.Tenso
     return best["beta"], best["alpha"]
 
 
-@register("tip_adapter", needs={"tail", "train_feat", "test_feat", "train_y", "test_y", "class_text"},
-          settings=("baselines.tip_adapter", *SEARCH_SETTINGS, *SCALE_SETTINGS))
 def tip_adapter(inp: MethodInputs, ctx: RunContext) -> FitResult:
     c = ctx.baselines.tip_adapter
     train_x, views, test_x = frozen_embeddings(inp)
@@ -120,8 +115,6 @@ def _train_keys(inp: MethodInputs, ctx: RunContext, train_x: torch.Tensor, views
     return model, res
 
 
-@register("tip_adapter_f", needs={"tail", "train_feat", "test_feat", "train_y", "test_y", "class_text"},
-          settings=("baselines.tip_adapter", *SEARCH_SETTINGS, *SCALE_SETTINGS))
 def tip_adapter_f(inp: MethodInputs, ctx: RunContext) -> FitResult:
     c = ctx.baselines.tip_adapter
     train_x, views, test_x = frozen_embeddings(inp)

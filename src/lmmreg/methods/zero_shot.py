@@ -7,14 +7,12 @@ from __future__ import annotations
 
 from lmmreg.engine import FitResult
 from lmmreg.heads import CosineHead
-from lmmreg.methods.base import MethodInputs, RunContext, ScoreModel, embed, register, training_free
+from lmmreg.methods.base import MethodInputs, RunContext, ScoreModel, embed, training_free
 
 
-@register("zero_shot", needs={"tail", "test_feat", "test_y", "class_text"})
 def zero_shot(inp: MethodInputs, ctx: RunContext) -> FitResult:
     return training_free(ScoreModel(CosineHead(inp.class_text)), embed(inp.tail, inp.test_feat), inp.test_y, ctx)
 
 
-@register("zero_shot_lmm", needs={"tail", "test_feat", "test_y", "centroids"})
 def zero_shot_lmm(inp: MethodInputs, ctx: RunContext) -> FitResult:
     return training_free(ScoreModel(CosineHead(inp.centroids)), embed(inp.tail, inp.test_feat), inp.test_y, ctx)

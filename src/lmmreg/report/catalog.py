@@ -28,7 +28,8 @@ TABLE1 = ("finetune", "lmm_reg")
 # paper compares with, and zero-shot CLIP with class prompts and with the LMM centroids (this project's extras).
 PAPER_ROWS = ("lmm_reg", "finetune", "linear_probe", "concat", "zero_shot", "zero_shot_lmm")
 # The field's baselines, re-run on this project's cached features and data: same protocol as the paper's rows.
-BASELINES = ("linear_probe_lbfgs", "prolip", "gda", "tip_adapter", "tip_adapter_f", "clip_adapter", "coop")
+BASELINES = ("linear_probe_lbfgs", "prolip", "gda", "tip_adapter", "tip_adapter_f", "clip_adapter", "coop", "lp_pp",
+             "clap", "cross_modal", "cross_modal_lmm")
 TABLE2 = ("zero_shot", "zero_shot_lmm", "linear_probe", "concat", *BASELINES, "lmm_reg")
 # Methods whose test embeddings are their own (not the frozen x = f(I)): compared for compactness.
 COMPACTNESS = ("linear_probe", "concat", "finetune", "lmm_reg", "prolip", "clip_adapter")

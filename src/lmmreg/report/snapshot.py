@@ -73,8 +73,10 @@ def _pick(runs: list[dict], seeds: list[int]) -> dict[int, dict]:
 
 def _row(r: dict, role: str, point: str) -> dict:
     t, m = r["tags"], r["metrics"]
+    # α: the run's param, logged only for the methods that have one (runs from before: param "none" or a tag)
+    alpha = r["params"].get("alpha", t.get("lmmreg.alpha", "none"))
     row = {"dataset": t["lmmreg.dataset"], "method": t["lmmreg.method"], "seed": int(t["lmmreg.seed"]),
-           "alpha": t["lmmreg.alpha"], "role": role, "run_id": r["run_id"], "config_id": t["lmmreg.config_id"],
+           "alpha": alpha, "role": role, "run_id": r["run_id"], "config_id": t["lmmreg.config_id"],
            "ablation_id": t["lmmreg.ablation_id"], "reported_epoch": int(m.get("reported_epoch", 0)),
            "demo": t.get("lmmreg.demo", "False"), "point": point, "n_train_images": int(m.get("n_train_images", 0)),
            "train_steps": int(m.get("train_steps", 0)),
@@ -137,11 +139,16 @@ def fill_from_snapshot(snap: Snapshot, kept: Snapshot, params: Params, *, prepar
     def config_at(ds: str, method: str, point: str) -> str:  # many kept runs share a (dataset, method, point)
         return _config_at(params, ds, method, point, digests[ds])
 
-    have = {(r["dataset"], r["method"], r["role"], r["point"], r["seed"]) for r in snap.runs}
+    def key(r: dict) -> tuple:
+        # A current run is the method's run of the current configuration whatever point it was trained at (a run
+        # reused unchanged, or its copy in a teammate's store, carries the point of the experiment that trained it).
+        return r["dataset"], r["method"], r["role"], r["point"] if r["role"] == "study" else "", r["seed"]
+
+    have = {key(r) for r in snap.runs}
     taken = []
     for r in kept.runs:
-        key = (r["dataset"], r["method"], r["role"], r["point"], r["seed"])
-        if key in have or r["seed"] not in params.seeds or r["run_id"] not in kept.predictions:
+        k = key(r)
+        if k in have or r["seed"] not in params.seeds or r["run_id"] not in kept.predictions:
             continue
         if r["dataset"] not in digests or r["method"] not in params.train.methods:
             continue
@@ -151,7 +158,7 @@ def fill_from_snapshot(snap: Snapshot, kept: Snapshot, params: Params, *, prepar
             wanted = bool(r["point"]) and r["config_id"] == config_at(r["dataset"], r["method"], r["point"])
         if wanted:
             taken.append(r)
-            have.add(key)
+            have.add(k)
     filled = {f"{r['dataset']}/{r['method']}/seed {r['seed']}" for r in taken if r["role"] == "current"}
     return Snapshot(runs=snap.runs + taken,
                     histories={**snap.histories, **{r["run_id"]: kept.histories.get(r["run_id"], []) for r in taken}},

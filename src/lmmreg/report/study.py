@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lmmreg.config import Params
-from lmmreg.identity import STUDY_VARIABLES
+from lmmreg.identity import STUDY_VARIABLES, full_point
 from lmmreg.report.cells import paired_delta, run_stats, unconverged
 from lmmreg.report.snapshot import Snapshot
 
@@ -27,7 +27,7 @@ METHOD_ORDER = ("zero_shot", "zero_shot_lmm", "linear_probe", "concat", "finetun
 VARIABLE_TITLES = {"alpha": "alpha (the alpha ablation)", "shots": "shots per class", "describe_noise":
                    "description noise (scripted describer)", "n_descriptions": "descriptions per image",
                    "normalize": "normalize", "reg_reduction": "reg_reduction", "head_init": "head initialisation",
-                   "centroids_from": "centroids from"}
+                   "centroids_from": "centroids from", "reg_target": "J_reg's target (is it the LMM?)"}
 # The CLIP paper (Radford et al. 2021, Fig. 7): a linear probe needs about 4 shots per class on average over
 # 27 datasets to match zero-shot CLIP.
 CLIP_PAPER_FIDELITY = 4.0
@@ -63,7 +63,7 @@ def study_points(snap: Snapshot, ds: str) -> list[tuple[dict[str, str], dict]]:
     for r in snap.runs:
         point = json.loads(r.get("point") or "{}")
         if r["dataset"] == ds and point:
-            out.append((point, r))
+            out.append((full_point(point), r))
     return out
 
 
@@ -84,7 +84,7 @@ def study_slices(snap: Snapshot, ds: str, variable: str, current: dict[str, str]
             continue
         ctx = tuple(sorted((k, v) for k, v in point.items() if k != variable))
         groups.setdefault(ctx, {}).setdefault(point[variable], {}).setdefault(r["method"], []).append(r)
-    here = tuple(sorted((k, v) for k, v in current.items() if k != variable))
+    here = tuple(sorted((k, v) for k, v in full_point(current).items() if k != variable))
     out = [Slice(ds, variable, dict(ctx), {v: {m: sorted(rs, key=lambda r: r["seed"]) for m, rs in by_m.items()}
                                            for v, by_m in cells.items()}, ctx == here)
            for ctx, cells in groups.items() if len(cells) >= 2]

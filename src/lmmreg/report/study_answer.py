@@ -7,7 +7,7 @@ import json
 import math
 
 from lmmreg.config import Params
-from lmmreg.identity import study_point
+from lmmreg.identity import full_point, study_point
 from lmmreg.report.cells import delta_text, paired_delta, pvalue
 from lmmreg.report.snapshot import Snapshot
 from lmmreg.report.study import study_points
@@ -58,7 +58,7 @@ def study_answer(snap: Snapshot, ds: str, params: Params) -> str:
     at 5 %, family-wise over the dataset's study points by Holm's step-down method, with the uncorrected counts
     beside; each listed point with Δ, bootstrap interval, verdict p, MDE and the other tests. With a single point,
     that point's verdict once (a family of one needs no correction)."""
-    current = study_point(params)
+    current = full_point(study_point(params))
     pts = all_points(snap, ds, params)
     if not pts:
         return "no study point has both lmm_reg and finetune runs."

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from lmmreg.config import Params
-from lmmreg.identity import STUDY_VARIABLES, study_point
+from lmmreg.identity import STUDY_VARIABLES, full_point, study_point
 from lmmreg.report.cells import df_text, fmt, pvalue
 from lmmreg.report.figures import plot_variable
 from lmmreg.report.paper import DATASET_TITLES
@@ -27,6 +27,7 @@ from lmmreg.report.study_answer import ALPHA, holm_by_point, study_answer
 
 
 def _context_text(sl: Slice, current: dict[str, str]) -> str:
+    current = full_point(current)
     diff = {k: v for k, v in sl.context.items() if current.get(k) != v}
     if not diff:
         return "the current configuration"
@@ -71,9 +72,42 @@ def _validation_lines(params: Params) -> list[str]:
     return ["Baselines ran with " + " and ".join(said) + ".", ""] if said else []
 
 
+TARGET_TITLES = {"lmm": "LMM centroids (Eq. 1, the paper)", "class_prompt": "class-prompt embeddings (no LMM)",
+                 "shuffled": "LMM centroids of another class", "random_text": "random-word descriptions",
+                 "image_mean": "class mean of the frozen image embeddings (center loss)"}
+
+
+def target_contributions(snap: Snapshot, params: Params, ds: str, current: dict[str, str]) -> list[str]:
+    """"Is it the LMM?": Δ(LMM-Reg. − fine-tuning) for each J_reg target (train.reg_target), per slice of the
+    study's target block; nothing where the target never varies."""
+    slices = study_slices(snap, ds, "reg_target", current)
+    if not slices:
+        return []
+    holm = holm_by_point(snap, ds, params)
+    md = [f"**What the target contributes on {DATASET_TITLES.get(ds, ds)}** (train.reg_target, "
+          "lmmreg.reg_targets): LMM-Reg. trained with each target against fine-tuning (α = 0) at the same point; "
+          "if a control does as well as the LMM centroids, the LMM's content is not what helps.", ""]
+    for sl in slices:
+        rows = slice_rows(snap, sl, params)
+        md += [f"At {_context_text(sl, current)}:", "",
+               "| J_reg target | LMM-Reg. | fine-tuning | Δ LMM-Reg. − fine-tuning | verdict test p (Holm) |",
+               "|---|---|---|---|---|"]
+        for v in sorted(sl.values, key=lambda v: list(TARGET_TITLES).index(v) if v in TARGET_TITLES else 99):
+            at = {r["method"]: r for r in rows if r["value"] == v}
+            d = at.get("delta")
+            dtxt = "-" if d is None else f"{d['mean']:+.2f} [{fmt(d['ci_lo'])}, {fmt(d['ci_hi'])}] (n={d['n']})"
+            ptxt = "-" if d is None else \
+                f"{pvalue(d['delta_p'])} ({pvalue(holm.get(_point_key(sl, v), float('nan')))})"
+            md.append(f"| {TARGET_TITLES.get(v, v)} | {_cell(at.get('lmm_reg'))} | {_cell(at.get('finetune'))} | "
+                      f"{dtxt} | {ptxt} |")
+        md.append("")
+    return md
+
+
 def study_markdown(snap: Snapshot, params: Params, classes: dict[str, list[str]]) -> list[str]:
     """The report's regime-study section (markdown lines)."""
-    current = study_point(params)
+    shown = study_point(params)  # as the runs' tags spell it (a default J_reg target left out)
+    current = full_point(shown)
     pct = int(round(params.report.ci * 100))
     t = params.train
     if t.budget == "steps":
@@ -92,8 +126,9 @@ def study_markdown(snap: Snapshot, params: Params, classes: dict[str, list[str]]
     for ds in params.datasets:  # the answer first
         md += [f"**Where LMM-Reg. beats fine-tuning on {DATASET_TITLES.get(ds, ds)}, and where it loses:** "
                f"{study_answer(snap, ds, params)}", ""]
+        md += target_contributions(snap, params, ds, current)
     md += [f"Runs of this configuration that differ only in the study variables ({', '.join(STUDY_VARIABLES)}). "
-           f"Current point: {', '.join(f'{k} = {v}' for k, v in current.items())}. A method's runs stand at every "
+           f"Current point: {', '.join(f'{k} = {v}' for k, v in shown.items())}. A method's runs stand at every "
            "point where its configuration is theirs (a run that incremental training reused unchanged, such as "
            "fine-tuning's at another alpha, counts there too). Cells: mean ± std over seeds "
            f"[{pct}% two-level bootstrap interval: seeds and test images resampled] (n = seeds). Δ = LMM-Reg. − "
@@ -148,7 +183,7 @@ def write_study(snap: Snapshot, params: Params, classes: dict[str, list[str]], o
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("*.png"):
         old.unlink()  # a variable that stopped varying leaves no stale figure
-    current = study_point(params)
+    current = full_point(study_point(params))
     fields = ("dataset", "variable", "context", "value", "method", "mean", "std", "ci_lo", "ci_hi", "n", "delta_p",
               "holm_p", "test_lo", "test_hi", "df", "mde", "mcnemar_p", "t_p", "sign_p", "reg_ce_first", "reg_ce_last",
               "n_train_images", "train_steps")

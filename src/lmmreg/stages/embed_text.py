@@ -5,7 +5,8 @@ each image's mean description embedding, and the class-name prompt embeddings (z
         --descriptions data/descriptions/demo/descriptions.jsonl --out data/text/demo
 
 Writes `descriptions.pt` (one row per description, id `<image id>#<j>`), `image_mean.pt` (one row per
-image) and `class_text.pt` (one row per class), all artifacts aligned by id. Texts are encoded sorted by
+image), `class_text.pt` (one row per class) and `random_text.pt` (a random-word stand-in for each training
+description: the `random_text` control of lmmreg.reg_targets), all artifacts aligned by id. Texts are encoded sorted by
 length and padded only to the longest of each batch (exact for CLIP, see `lmmreg.clip.text.embed_texts`);
 descriptions longer than CLIP's 77 tokens are cut as open_clip cuts them, counted in the log and in the
 artifact meta (`n_truncated`) and flagged per row (`truncated`). Device, batch size and precision are flags.
@@ -27,8 +28,11 @@ from lmmreg.clip.text import embed_texts
 from lmmreg.config import Params, stable_hash
 from lmmreg.data.manifest import load_manifest
 from lmmreg.describe.setting import setting_hash
+from lmmreg.errors import InputError
+from lmmreg.random_text import random_words, word_vocabulary
 
 log = logging.getLogger(__name__)
+RANDOM_TEXT_SEED = 0
 
 
 def main(params: Params, *, manifest: Path, descriptions: Path, out: Path, device: str = "cpu",
@@ -40,11 +44,11 @@ def main(params: Params, *, manifest: Path, descriptions: Path, out: Path, devic
         for lineno, line in enumerate(f, start=1):
             rec = json.loads(line)
             if not rec.get("descriptions"):
-                raise ValueError(f"{descriptions}:{lineno}: image {rec.get('id')!r} has no descriptions")
+                raise InputError(f"{descriptions}:{lineno}: image {rec.get('id')!r} has no descriptions")
             by_id[rec["id"]] = rec["descriptions"]
     missing = [r.id for r in records if r.id not in by_id]
     if missing:
-        raise KeyError(f"{descriptions}: no descriptions for {len(missing)} manifest images, e.g. {missing[:3]}")
+        raise InputError(f"{descriptions}: no descriptions for {len(missing)} manifest images, e.g. {missing[:3]}")
 
     texts, owner, ids, labels = [], [], [], []
     for k, r in enumerate(records):
@@ -79,6 +83,16 @@ def main(params: Params, *, manifest: Path, descriptions: Path, out: Path, devic
                             progress=False).emb
     save_artifact(out / "class_text.pt", Artifact(list(classes), torch.arange(len(classes)), {"emb": class_emb},
                                                   {**meta, "class_prompt": params.clip.class_prompt}))
+
+    # The random-word control of J_reg's target (train.reg_target: random_text, lmmreg.reg_targets): each training
+    # description replaced by as many words drawn at random from a fixed dictionary, embedded by the same tower.
+    train = [k for k, i in enumerate(ids) if records[owner[k]].split == "train"]
+    fake = random_words([len(texts[k].split()) for k in train], word_vocabulary(), seed=RANDOM_TEXT_SEED)
+    fake_emb = embed_texts(model, tokenizer, fake, batch_size=batch_size, device=device, precision=precision,
+                           progress=False).emb
+    save_artifact(out / "random_text.pt", Artifact([ids[k] for k in train], torch.tensor([labels[k] for k in train]),
+                                                   {"emb": fake_emb}, {**meta, "source": "random_words",
+                                                                       "seed": RANDOM_TEXT_SEED}))
     log.info("embedded %d descriptions of %d images (%d truncated at %d tokens), %d class prompts -> %s",
              len(texts), len(records), enc.n_truncated, tokenizer.context_length, len(classes), out)
 

@@ -14,12 +14,14 @@ from pathlib import Path
 from lmmreg.cli import run_stage, stage_parser
 from lmmreg.config import Params
 from lmmreg.data.manifest import manifest_digest
+from lmmreg.methods.registry import check_methods
 from lmmreg.plan import TrainPaths, build_plan, write_plan
 
 log = logging.getLogger(__name__)
 
 
 def main(params: Params, *, dataset: str, paths: TrainPaths, out: Path) -> dict[str, dict]:
+    check_methods(params.train.methods)
     digest = manifest_digest(paths.manifest)
     digests: dict[Path, str] = {}
     plans = {m: build_plan(params, dataset=dataset, method=m, paths=paths, data_digest=digest, digests=digests)

@@ -27,9 +27,11 @@ from lmmreg import tracking
 from lmmreg.cli import run_stage, stage_parser
 from lmmreg.config import Params, to_dict
 from lmmreg.data.manifest import load_manifest, manifest_digest
+from lmmreg.errors import InputError
+from lmmreg.inputs import load_inputs
 from lmmreg.methods import get_method
 from lmmreg.plan import TrainPaths
-from lmmreg.stages.train import dataset_tags, load_inputs, run_params
+from lmmreg.run_metadata import dataset_tags, run_params
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +93,7 @@ def register_every() -> bool:
     """`LMMREG_REGISTER=every`: register the best servable method of every invocation, not only a new champion."""
     value = os.environ.get(REGISTER_ENV, "champion")
     if value not in ("champion", "every"):
-        raise ValueError(f"{REGISTER_ENV}={value!r}: expected 'champion' (the default) or 'every'")
+        raise InputError(f"{REGISTER_ENV}={value!r}: expected 'champion' (the default) or 'every'")
     return value == "every"
 
 
