@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from lmmreg.methods import REGISTRY as METHODS
+from lmmreg.methods import METHODS
 from lmmreg.report.catalog import BOLD, METHOD_STYLES, METHOD_TITLES, TABLE2, method_style, style_order
 
 UNLISTED = ("new_method", "another_method", "a_third_one")  # methods with no style entry, as a new one starts
