@@ -339,7 +339,8 @@ def test_few_shot_validation_comes_from_the_datasets_own_val_split():
 
 
 def test_coop11_config_lists_the_eleven_and_the_doctor_says_which_are_in_place(tmp_path):
-    from lmmreg.doctor import MISSING, OK, WARN, check_datasets
+    from lmmreg.data.checks import check_datasets
+    from lmmreg.preflight import MISSING, OK, WARN
 
     params = load_params(REPO / "configs/coop11.yaml")
     assert len(params.datasets) == 11 and {params.source(d).layout for d in params.datasets} == {"coop"}

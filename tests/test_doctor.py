@@ -18,6 +18,7 @@ import yaml
 from lmmreg import doctor
 from lmmreg.clip.weights import pretrained_tag_cfg
 from lmmreg.config import parse_params
+from lmmreg.data.checks import check_datasets
 from lmmreg.doctor import MISSING, OK, WARN
 from tests.conftest import REPO
 from tests.data_fixtures import build_bar_tree, build_ucf101_tree
@@ -54,7 +55,7 @@ def no_network_weights(tmp_path, monkeypatch):
 def test_dataset_in_place_is_ready_and_a_missing_one_says_where_to_get_it(tmp_path):
     params = parse_params(paper_params(datasets=["bar", "ucf101"]))
     build_bar_tree(tmp_path / "data/raw/bar")  # the paper's 1,941 / 654
-    bar, ucf = doctor.check_datasets(params, tmp_path)
+    bar, ucf = check_datasets(params, tmp_path)
     assert bar.status == OK and "1941 train / 654 test, 6 classes (as in the paper)" in bar.detail
     assert ucf.status == MISSING and "data/raw/ucf101: raw dataset folder not found" in ucf.detail
     assert "UCF-101-midframes.zip" in ucf.fix and "CoOp" in ucf.fix and "dvc add data/raw/ucf101" in ucf.fix
@@ -64,7 +65,7 @@ def test_dataset_counts_and_absent_files(tmp_path):
     params = parse_params(paper_params(datasets=["bar", "ucf101"]))
     build_bar_tree(tmp_path / "data/raw/bar", counts=BAR_SMALL)
     build_ucf101_tree(tmp_path / "data/raw/ucf101")
-    bar, ucf = doctor.check_datasets(params, tmp_path)
+    bar, ucf = check_datasets(params, tmp_path)
     assert bar.status == WARN and "train 18 vs 1941" in bar.detail  # a subset works, and is said so
     # What was found is data: the disk estimate counts these images, not the paper's.
     assert (bar.dataset, bar.counts) == ("bar", {"train": 18, "test": 6, "classes": 6})
@@ -78,7 +79,7 @@ def test_misplaced_bar_names_the_layout(tmp_path):
     build_bar_tree(tmp_path / "elsewhere", counts=BAR_SMALL)
     (tmp_path / "data/raw/bar").mkdir(parents=True)
     shutil.move(str(tmp_path / "elsewhere"), tmp_path / "data/raw/bar/BAR")  # one folder too deep
-    (bar,) = doctor.check_datasets(params, tmp_path)
+    (bar,) = check_datasets(params, tmp_path)
     assert bar.status == MISSING and "train/ and test/, flat" in bar.fix and "alinlab/BAR" in bar.fix
 
 

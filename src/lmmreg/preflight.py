@@ -1,7 +1,9 @@
 """A preflight check's answer, one line of `python -m lmmreg doctor`'s table (lmmreg.doctor).
 
 The checks live with what they check: a describer backend's in its module (`preflight`, found through
-lmmreg.describe.backends), the MLflow store's in lmmreg.tracking.health; doctor runs them and prints the table.
+lmmreg.describe.backends), the CLIP weights' in lmmreg.clip.weights (`preflight`), the raw datasets' in
+lmmreg.data.checks (`check_datasets`), the MLflow store's in lmmreg.tracking.health; doctor runs them and prints
+the table.
 """
 
 from __future__ import annotations

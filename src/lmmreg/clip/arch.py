@@ -28,6 +28,22 @@ def looks_like_path(value: str) -> bool:
     return os.sep in value or value.startswith((".", "~")) or value.endswith((".pt", ".pth", ".bin", ".safetensors"))
 
 
+def model_dims(model: str) -> dict:
+    """Sizes of an open_clip architecture from its config: parameters, feature width, tokens, embedding dim (rough:
+    what doctor's memory and disk estimates need)."""
+    import open_clip
+
+    register_model_configs()
+    mc = open_clip.get_model_config(model) or {}
+    v, t = mc.get("vision_cfg", {}), mc.get("text_cfg", {})
+    vw, vl, tw, tl = v.get("width", 768), v.get("layers", 12), t.get("width", 512), t.get("layers", 12)
+    if isinstance(vl, list):  # ResNets list layers per stage; a rough count is enough here
+        vl = sum(vl)
+    tokens = (v.get("image_size", 224) // v.get("patch_size", 16)) ** 2 + 1
+    return {"params": 12 * (vw * vw * vl + tw * tw * tl) + t.get("vocab_size", 49408) * tw,
+            "width": vw, "tokens": tokens, "embed_dim": mc.get("embed_dim", 512)}
+
+
 def check_clip_config(cfg: ClipConfig) -> None:
     """Refuse combinations that build a model different from the one the weights were trained as."""
     import open_clip

@@ -4,6 +4,7 @@ and how to fetch it. A checkpoint saved here carries a sidecar that says which a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -17,6 +18,7 @@ from lmmreg.clip.arch import check_clip_config, looks_like_path, register_model_
 from lmmreg.config import ClipConfig
 from lmmreg.errors import InputError
 from lmmreg.network import offline, probe_host, weights_host
+from lmmreg.preflight import MISSING, OK, WARN, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -206,3 +208,34 @@ def resolve_weights(cfg: ClipConfig, *, cache_dir: str | os.PathLike | None = No
         f"({', '.join(d or 'default' for d in _cache_dirs(cache_dir))}) and cannot be downloaded ({why}). "
         f"Fetch them on a machine with internet:\n{fetch_hint(cfg.model, cfg.pretrained, tag_cfg, cache_dir)}"
     )
+
+
+def preflight(cfg: ClipConfig, *, root: Path, pretrain_enabled: bool = False) -> Verdict:
+    """Doctor's check: the weights on this machine, or how to get them; never downloads. A relative checkpoint path
+    is under `root`; with `pretrain_enabled` one under models/clip_pretrain is the pretrain_clip stage's to write."""
+    pretrained = Path(cfg.pretrained).expanduser()
+    if cfg.pretrained and not pretrained.is_absolute() and (root / pretrained).is_file():
+        cfg = dataclasses.replace(cfg, pretrained=str(root / pretrained))
+    elif cfg.pretrained and pretrain_enabled and not pretrained.is_absolute() and \
+            pretrained.parts[:2] == ("models", "clip_pretrain"):
+        return OK, f"{cfg.model}: written by the pretrain_clip stage (demo)", ""
+    try:
+        w = resolve_weights(cfg, download=False)
+    except WeightsNotFoundError as e:
+        first, *fetch = str(e).split("\n")
+        tag_cfg = pretrained_tag_cfg(cfg)
+        if tag_cfg:
+            host, port = weights_host(tag_cfg)
+            problem = probe_host(host, port)
+            if problem is None:
+                return (WARN, f"{cfg.model}/{cfg.pretrained}: not in the local caches; {host} is reachable, the first "
+                              "CLIP stage downloads them",
+                        "to fetch them now: " + "\n".join(line.strip() for line in fetch))
+            return (MISSING, f"{cfg.model}/{cfg.pretrained}: not in the local caches, and offline ({host}:{port}: "
+                             f"{problem})", "\n".join(line.strip() for line in fetch))
+        return MISSING, first, "\n".join(line.strip() for line in fetch) or \
+            "set clip.pretrained to a checkpoint that exists, or to an open_clip tag (docs/clip.md)"
+    except (ValueError, OSError) as e:
+        return MISSING, str(e).splitlines()[0], "fix clip.model / clip.pretrained (docs/clip.md)"
+    return OK, (f"{cfg.model}/{cfg.pretrained}: {w.source} {w.path}" if w.path else
+                f"{cfg.model}: random init (no weights needed)"), ""
