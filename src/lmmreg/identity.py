@@ -61,6 +61,11 @@ def full_point(point: dict[str, str]) -> dict[str, str]:
     return {**POINT_DEFAULTS, **point}
 
 
+def sparse_point(point: dict[str, str]) -> dict[str, str]:
+    """`point` without the study variables at their default (the inverse of `full_point`): what is printed."""
+    return {k: v for k, v in point.items() if POINT_DEFAULTS.get(k) != v}
+
+
 def at_point(params: Params, point: dict[str, str]) -> Params:
     """`params` with the study variables of `point` (as `study_point` writes them) applied; a variable the point
     does not name (a run from before it existed) or cannot set ("n/a" noise) keeps its `params` value.

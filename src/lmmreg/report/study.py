@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lmmreg.config import Params
-from lmmreg.identity import STUDY_VARIABLES, full_point
+from lmmreg.identity import STUDY_VARIABLES, full_point, sparse_point
 from lmmreg.report.cells import paired_delta, run_stats, unconverged
 from lmmreg.report.snapshot import Snapshot
 
@@ -85,8 +85,9 @@ def study_slices(snap: Snapshot, ds: str, variable: str, current: dict[str, str]
         ctx = tuple(sorted((k, v) for k, v in point.items() if k != variable))
         groups.setdefault(ctx, {}).setdefault(point[variable], {}).setdefault(r["method"], []).append(r)
     here = tuple(sorted((k, v) for k, v in full_point(current).items() if k != variable))
-    out = [Slice(ds, variable, dict(ctx), {v: {m: sorted(rs, key=lambda r: r["seed"]) for m, rs in by_m.items()}
-                                           for v, by_m in cells.items()}, ctx == here)
+    out = [Slice(ds, variable, sparse_point(dict(ctx)),
+                 {v: {m: sorted(rs, key=lambda r: r["seed"]) for m, rs in by_m.items()} for v, by_m in cells.items()},
+                 ctx == here)
            for ctx, cells in groups.items() if len(cells) >= 2]
     return sorted(out, key=lambda s: (not s.current, sorted(s.context.items())))
 

@@ -15,7 +15,6 @@ from lmmreg.stats import holm
 
 SHOWN = 5  # points listed per verdict, the largest |Δ| first; the rest are counted
 LEVEL = 0.05  # the verdicts' level: family-wise over a dataset's study points after Holm, per point before
-ALPHA = LEVEL  # its old name, which report/study_section.py still imports
 
 
 def all_points(snap: Snapshot, ds: str, params: Params) -> list[tuple[dict[str, str], dict]]:

@@ -23,7 +23,7 @@ from lmmreg.report.study import (
     study_slices,
     varying,
 )
-from lmmreg.report.study_answer import ALPHA, holm_by_point, study_answer
+from lmmreg.report.study_answer import LEVEL, holm_by_point, study_answer
 
 
 def _context_text(sl: Slice, current: dict[str, str]) -> str:
@@ -42,7 +42,7 @@ def _cell(r: dict | None) -> str:
 
 
 def _point_key(sl: Slice, value: str) -> str:
-    return json.dumps({**sl.context, sl.variable: value}, sort_keys=True)
+    return json.dumps(full_point({**sl.context, sl.variable: value}), sort_keys=True)
 
 
 def _table(sl: Slice, rows: list[dict], methods: list[str], holm: dict[str, float]) -> list[str]:
@@ -120,7 +120,7 @@ def study_markdown(snap: Snapshot, params: Params, classes: dict[str, list[str]]
                   "runs make far fewer optimiser steps than full-data runs")
     md = ["## Regime study: accuracy against each varying study variable", "",
           f"Verdicts are corrected for multiplicity by Holm's step-down method over each dataset's study points "
-          f"(family-wise error {ALPHA:.0%}), on the verdict test's p (Δ against its seed, image and seed × image "
+          f"(family-wise error {LEVEL:.0%}), on the verdict test's p (Δ against its seed, image and seed × image "
           "variance components; docs/intervals.md); the uncorrected counts stand beside the corrected ones, and a "
           "list of points is the largest |Δ|, selected by Δ.", ""]
     for ds in params.datasets:  # the answer first
