@@ -1,5 +1,5 @@
 """What the light stages import (issue 28): the report reads the registry's declarations without torch; the plan reads
-them without importing any method's code (it needs torch only to digest its tensor inputs)."""
+them without importing any method's code, and digests its tensor inputs without torch (lmmreg.digests)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def test_the_report_stage_imports_no_torch_and_no_method():
         "lmmreg.methods.registry"}
 
 
-def test_the_plan_stage_imports_no_method_code_and_no_clip():
+def test_the_plan_stage_imports_no_torch_no_method_code_and_no_clip():
     mods = _imported("lmmreg.stages.plan")
-    assert "open_clip" not in mods and "lmmreg.methods.registry" in mods
+    assert "torch" not in mods and "open_clip" not in mods and "lmmreg.methods.registry" in mods
     assert not {m for m in mods if m.startswith("lmmreg.methods.")} - {"lmmreg.methods.registry"}

@@ -28,10 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from lmmreg.artifacts import load_artifact
 from lmmreg.config import Params
+from lmmreg.digests import artifact_digest, file_digest
 from lmmreg.errors import InputError
 from lmmreg.identity import identity_parts, run_identity, uses_class_prompt, uses_lmm
 from lmmreg.methods import get_method
@@ -50,25 +48,6 @@ class TrainPaths:
     features: Path
     text: Path
     centroids: Path
-
-
-def artifact_digest(path: Path) -> str:
-    """sha256 of an artifact's ids, labels and tensors (not its meta)."""
-    art = load_artifact(path)
-    h = hashlib.sha256(json.dumps(art.ids).encode())
-    for name, t in [("labels", art.labels), *sorted(art.tensors.items())]:
-        t = t.detach().contiguous().cpu()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
-
-
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def method_input_files(params: Params, method: str, paths: TrainPaths) -> list[Path]:
