@@ -46,6 +46,15 @@ def test_fill_from_snapshot_takes_only_what_the_store_lacks_of_this_configuratio
     assert filled.missing == ["demo/finetune/seed 0", "demo/finetune/seed 1"]
     assert {"k1", "k3", "k6"} <= set(filled.histories) and {"k1", "k3", "k6"} <= set(filled.predictions)
 
+    # The snapshot of an experiment at alpha = 0.5 (kept) lists this configuration's runs as a study point, and an
+    # earlier experiment's (another current point) as current: once the store holds them as current runs, neither
+    # comes in a second time (fine-tuning's n must stay 1 per seed).
+    store = snap([("lmm_reg", 0, "current", here, C, "s0"), ("finetune", 0, "current", here, F, "s1")], [])
+    kept = snap([("lmm_reg", 0, "study", here, C, "s0"), ("finetune", 0, "study", here, F, "s1"),
+                 ("finetune", 0, "current", half, F, "s1")], [])
+    filled, n = rep.fill_from_snapshot(store, kept, params, prepared=Path("unused"))
+    assert n == 0 and sorted((r["run_id"], r["role"]) for r in filled.runs) == [("s0", "current"), ("s1", "current")]
+
 
 def test_a_snapshot_from_before_a_column_existed_still_reads(tmp_path):
     """A kept snapshot written by an older checkout lacks the newer run columns: they read as unknown."""

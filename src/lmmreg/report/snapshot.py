@@ -139,14 +139,23 @@ def fill_from_snapshot(snap: Snapshot, kept: Snapshot, params: Params, *, prepar
     def config_at(ds: str, method: str, point: str) -> str:  # many kept runs share a (dataset, method, point)
         return _config_at(params, ds, method, point, digests[ds])
 
+    from lmmreg.identity import study_point
+
+    here = json.dumps(study_point(params), sort_keys=True)
+
     def key(r: dict) -> tuple:
         # A current run is the method's run of the current configuration whatever point it was trained at (a run
-        # reused unchanged, or its copy in a teammate's store, carries the point of the experiment that trained it).
-        return r["dataset"], r["method"], r["role"], r["point"] if r["role"] == "study" else "", r["seed"]
+        # reused unchanged, or its copy in a teammate's store, carries the point of the experiment that trained it);
+        # a kept study run at what is now the current point is a current run too (the snapshot of an experiment
+        # at another point listed the current configuration's runs as a study point).
+        current = r["role"] == "current" or r["point"] == here
+        return r["dataset"], r["method"], "current" if current else "study", "" if current else r["point"], r["seed"]
 
     have = {key(r) for r in snap.runs}
     taken = []
     for r in kept.runs:
+        if r["role"] == "study" and r["point"] == here:  # the current configuration's run, listed as a study point
+            r = {**r, "role": "current"}
         k = key(r)
         if k in have or r["seed"] not in params.seeds or r["run_id"] not in kept.predictions:
             continue
