@@ -62,7 +62,7 @@ def test_pipeline_report_and_snapshot(small_params, mlflow_root, monkeypatch):
         assert row in md
     for m in report_lib.BASELINES:  # every re-run baseline has its row, marked re-run, with seeds and an interval
         line = next(ln for ln in md.splitlines() if ln.startswith(f"| {report_lib.METHOD_TITLES[m]} |"))
-        assert "(re-run)" in line and "(n=2)" in line and "missing" not in line
+        assert "(re-run" in line and "(n=2)" in line and "missing" not in line
     assert ",re-run," in (out / "tables.csv").read_text()
     assert "(n=2)" in md and "missing" not in md.split("## Regime study")[0]
     ablation = md.split("alpha (the alpha ablation)")[1].split("###")[0]  # the regime study's slice along alpha
