@@ -98,11 +98,3 @@ def artifact_digest(path: Path) -> str:
         raise InputError(f"{path}: not a readable artifact ({type(e).__name__}: {e}); re-run the stage that writes "
                          "it (`dvc repro`)") from None
     return h.hexdigest()
-
-
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()

@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from lmmreg.config import Params
-from lmmreg.digests import artifact_digest, file_digest
+from lmmreg.data.manifest import sha256_file
+from lmmreg.digests import artifact_digest
 from lmmreg.errors import InputError
 from lmmreg.identity import identity_parts, run_identity, uses_class_prompt, uses_lmm
 from lmmreg.methods import get_method
@@ -144,7 +145,7 @@ def build_plan(params: Params, *, dataset: str, method: str, paths: TrainPaths, 
     ckpt = local_checkpoint(params)
     if ckpt is not None:
         if ckpt not in digests:
-            digests[ckpt] = file_digest(ckpt)
+            digests[ckpt] = sha256_file(ckpt)
         inputs[str(ckpt)] = digests[ckpt]
     ident = run_identity(params, dataset=dataset, method=method, data_digest=data_digest)
     return {"format": PLAN_FORMAT, "dataset": dataset, "method": method, "seeds": list(params.seeds),

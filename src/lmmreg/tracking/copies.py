@@ -59,12 +59,14 @@ def resolve_runs(records: dict[str, Path]) -> dict[str, dict[str, Any]]:
 
     Returns {run id: {"run_id": the id in this store, "parent": its parent run id or None, "copied": bool}}.
     A run the store holds maps to itself; one it lacks to its copy, made from the record if there is none yet.
+    Every run is checked, and every record it needs read, before the first copy is written.
     """
     from mlflow.exceptions import MlflowException
 
     client = _client()
-    init_store()
+    experiment_id = init_store()
     out: dict[str, dict[str, Any]] = {}
+    to_copy: dict[str, tuple[dict, Path]] = {}
     for run_id, path in records.items():
         try:
             run = client.get_run(run_id)
@@ -72,7 +74,13 @@ def resolve_runs(records: dict[str, Path]) -> dict[str, dict[str, Any]]:
             if not _not_found(e):
                 raise StoreError(f"{_uri_label(tracking_uri())}: could not read run {run_id} ({e.message}); "
                                  f"check the store, then re-run `dvc repro`") from e
-            out[run_id] = {**_copy_of(client, run_id, path), "copied": True}
+            found = client.search_runs([experiment_id], filter_string=f"tags.`{ORIGIN_RUN}` = '{run_id}'",
+                                       max_results=1)
+            if found:  # copied by an earlier invocation
+                out[run_id] = {"run_id": found[0].info.run_id,
+                               "parent": found[0].data.tags.get("mlflow.parentRunId"), "copied": True}
+            else:
+                to_copy[run_id] = (_read_record(run_id, path), path)
             continue
         if run.info.lifecycle_stage == "deleted":
             raise StoreError(
@@ -81,18 +89,16 @@ def resolve_runs(records: dict[str, Path]) -> dict[str, dict[str, Any]]:
                 f"{run_id}`, or in the UI), or re-train its method (`dvc repro -f <its train stage>`); nothing "
                 f"was written")
         out[run_id] = {"run_id": run_id, "parent": run.data.tags.get("mlflow.parentRunId"), "copied": False}
-    return out
+    for run_id, (record, path) in to_copy.items():
+        new_id = relog(client, record, folder=path.parent, experiment_id=experiment_id)
+        log.info("run %s (%s) is not in this store: logged a copy from its DVC-tracked record as run %s",
+                 run_id, record["name"], new_id)
+        out[run_id] = {"run_id": new_id, "parent": None, "copied": True}
+    return {run_id: out[run_id] for run_id in records}
 
 
-def _copy_of(client, run_id: str, path: Path) -> dict[str, Any]:
-    """The run this store holds for `run_id` from elsewhere: an earlier copy, else a new one from its record."""
-    from lmmreg.tracking.store import EXPERIMENT
-
-    exp = client.get_experiment_by_name(EXPERIMENT)
-    found = client.search_runs([exp.experiment_id], filter_string=f"tags.`{ORIGIN_RUN}` = '{run_id}'",
-                               max_results=1) if exp is not None else []
-    if found:
-        return {"run_id": found[0].info.run_id, "parent": found[0].data.tags.get("mlflow.parentRunId")}
+def _read_record(run_id: str, path: Path) -> dict:
+    """The run record of `run_id`, checked, or a StoreError naming it and the fix."""
     if not path.is_file():
         raise StoreError(
             f"run {run_id} is not in the store {_uri_label(tracking_uri())} and its record {path} is missing "
@@ -105,19 +111,15 @@ def _copy_of(client, run_id: str, path: Path) -> dict[str, Any]:
     if record.get("version") != RECORD_VERSION or record.get("run_id") != run_id:
         raise StoreError(f"{path}: a run record of version {record.get('version')} for run {record.get('run_id')}, "
                          f"expected version {RECORD_VERSION} for run {run_id}; re-train that method")
-    new_id = relog(client, record, folder=path.parent)
-    log.info("run %s (%s) is not in this store: logged a copy from its DVC-tracked record as run %s",
-             run_id, record["name"], new_id)
-    return {"run_id": new_id, "parent": None}
+    return record
 
 
-def relog(client, record: dict, *, folder: Path) -> str:
-    """Create a FINISHED run from `record` in the current store; returns its id."""
+def relog(client, record: dict, *, folder: Path, experiment_id: str) -> str:
+    """Create a FINISHED run from `record` in experiment `experiment_id` of the current store; returns its id."""
     from mlflow.entities import Metric
 
     from lmmreg.tracking.runs import _log_params
 
-    experiment_id = init_store()
     tags = {**record["tags"], ORIGIN_RUN: record["run_id"], ORIGIN_STORE: record["store"]}
     run = client.create_run(experiment_id, run_name=record["name"], start_time=record["start_ms"], tags=tags)
     run_id = run.info.run_id
