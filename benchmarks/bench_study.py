@@ -162,8 +162,8 @@ def queue_points(commands: list[list[str]]) -> list[str]:
         os.chdir(ROOT)
         for cmd in commands:
             out = io.StringIO()
-            with contextlib.redirect_stdout(out):
-                rc = dvc_main([*cmd[1:3], "--queue", *cmd[3:]])
+            with contextlib.redirect_stdout(out):  # a worker collecting its results holds the lock a moment: wait
+                rc = dvc_main(["--wait-for-lock", *cmd[1:3], "--queue", *cmd[3:]])
             if rc != 0:
                 raise SystemExit(f"{' '.join(cmd)} --queue failed (exit {rc}):\n{out.getvalue()[-2000:]}")
             names.append(re.search(r"Queued experiment '([^']+)'", out.getvalue()).group(1))
@@ -174,13 +174,23 @@ def queue_points(commands: list[list[str]]) -> list[str]:
 
 def queued(points: list[dict], labels: list[str], command, env: dict, jobs: int) -> list[tuple[str, list[str], float]]:
     """Queue every point (`dvc exp run --queue`, all from this process) and run the queue at `-j jobs`; the
-    workers' tasks' seconds come from their logs (bench_repro.worker_tasks), which do not name the points."""
+    workers' tasks' seconds come from their logs (bench_repro.worker_tasks), which do not name the points.
+
+    The workers start as soon as the first `jobs` points are queued (the costliest, by `schedule`), and the rest
+    is queued while they run: the queue is first in, first out, so the order holds, and queueing 52 points (about
+    a second each) no longer delays the first stage. `dvc queue start` is asked again at the end: it starts only
+    the workers that are not running (one that found the queue empty in between has stopped)."""
     t0 = time.perf_counter()  # the queueing counts: `make study` waits for it too
-    names = queue_points([command(p) for p in points])
-    print(f"queued {len(names)} points in {time.perf_counter() - t0:.0f} s", flush=True)
     celery = ROOT / ".dvc/tmp/exps/celery"
     seen = log_sizes(celery)  # an earlier queue's tasks are not this study's
-    subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], cwd=ROOT, env=env, check=True, capture_output=True)
+    start = ["dvc", "queue", "start", "-j", str(jobs)]
+    commands = [command(p) for p in points]
+    names = queue_points(commands[:jobs])
+    subprocess.run(start, cwd=ROOT, env=env, check=True, capture_output=True)
+    names += queue_points(commands[jobs:])
+    print(f"queued {len(names)} points in {time.perf_counter() - t0:.0f} s (the workers started after {jobs})",
+          flush=True)
+    subprocess.run(start, cwd=ROOT, env=env, check=True, capture_output=True)
     wait_for_queue(ROOT, env, expected=len(names), since=seen)
     queue_wall[0] = time.perf_counter() - t0
     print(f"queueing and running {len(names)} points at -j {jobs}: {queue_wall[0]:.0f} s", flush=True)

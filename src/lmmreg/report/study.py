@@ -59,12 +59,16 @@ def value_key(variable: str, value: str) -> tuple:
 
 
 def study_points(snap: Snapshot, ds: str) -> list[tuple[dict[str, str], dict]]:
-    out = []
-    for r in snap.runs:
-        point = json.loads(r.get("point") or "{}")
-        if r["dataset"] == ds and point:
-            out.append((full_point(point), r))
-    return out
+    """(full point, run) of every dataset run with a study point; parsed once per snapshot (read, never changed)."""
+    key = ("study_points", ds)
+    if key not in snap.memo:
+        out = []
+        for r in snap.runs:
+            point = json.loads(r.get("point") or "{}")
+            if r["dataset"] == ds and point:
+                out.append((full_point(point), r))
+        snap.memo[key] = out
+    return snap.memo[key]
 
 
 def varying(snap: Snapshot, ds: str) -> list[str]:

@@ -38,10 +38,13 @@ def point_name(point: dict[str, str], current: dict[str, str]) -> str:
 
 def holm_by_point(snap: Snapshot, ds: str, params: Params) -> dict[str, float]:
     """Each study point's Holm-adjusted verdict p (keyed by the point's JSON), the family being all the dataset's
-    points."""
-    pts = all_points(snap, ds, params)
-    return {json.dumps(p, sort_keys=True): q for (p, _), q in zip(pts, holm([d["delta_p"] for _, d in pts]),
-                                                                  strict=True)}
+    points. Computed once per snapshot and dataset (every table of the study section asks)."""
+    key = ("holm_by_point", ds)
+    if key not in snap.memo:
+        pts = all_points(snap, ds, params)
+        snap.memo[key] = {json.dumps(p, sort_keys=True): q
+                          for (p, _), q in zip(pts, holm([d["delta_p"] for _, d in pts]), strict=True)}
+    return snap.memo[key]
 
 
 def _called(pts: list[tuple[dict, dict]], ps: list[float]) -> tuple[list[int], list[int]]:
