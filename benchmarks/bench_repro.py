@@ -154,7 +154,8 @@ def main() -> None:
     (args.work / "make_repro.log").write_text(log)  # what a user sees: checked for third-party noise below
     if (repo / "reports/tables.md").is_file():  # the default's report, before the α experiment changes the workspace
         shutil.copy(repo / "reports/tables.md", args.work / "repro_tables.md")
-    noise = [ln for ln in log.splitlines() if " INFO root:" in ln or "WARNING mlflow" in ln or "UserWarning" in ln]
+    noise = [ln for ln in log.splitlines()  # MLflow's own lines: "2026/12/06 19:03:44 INFO mlflow.utils..."
+             if " INFO root:" in ln or re.search(r" (INFO|WARNING) mlflow", ln) or "UserWarning" in ln]
     print(f"make repro: {repro_s:.0f} s", flush=True)
     for name, s in sorted(stages.items(), key=lambda kv: -kv[1]):
         print(f"  {name:32s} {s:7.1f} s", flush=True)

@@ -240,3 +240,41 @@ def _client_history(run_id: str):
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking.tracking_uri()).get_metric_history(run_id, "test_acc")
+
+
+def test_mlflow_notices_a_user_cannot_act_on_are_dropped_and_nothing_else(tmp_path, monkeypatch):
+    """A new SQLite store's table-creation lines (init_store prints the store instead) and the uv-project lines
+    MLflow writes for every logged model are dropped; any other record of those loggers passes."""
+    import logging
+
+    from lmmreg.tracking.models import quiet_model_logging
+    from lmmreg.tracking.store import init_store
+
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append(f"{record.name}: {record.getMessage()}")
+
+    handler = Keep(level=logging.DEBUG)
+    names = ("mlflow.store.db.utils", "mlflow.utils.uv_utils")
+    for name in names:
+        logging.getLogger(name).addHandler(handler)
+        monkeypatch.setattr(logging.getLogger(name), "level", logging.INFO)
+    try:
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+        assert init_store("quiet")
+        assert (tmp_path / "mlflow.db").is_file() and seen == []  # the tables were created, silently
+        uv = logging.getLogger("mlflow.utils.uv_utils")
+        with quiet_model_logging():
+            uv.info("Detected uv project: found uv.lock and pyproject.toml in %s", tmp_path)
+            uv.info("Copied uv.lock to model artifacts")
+            uv.info("Copied pyproject.toml to model artifacts")
+            uv.info("something a user can act on")
+        uv.info("Copied uv.lock to model artifacts")  # outside the block: MLflow's own behaviour
+    finally:
+        for name in names:
+            logging.getLogger(name).removeHandler(handler)
+    assert seen == ["mlflow.utils.uv_utils: something a user can act on",
+                    "mlflow.utils.uv_utils: Copied uv.lock to model artifacts"]

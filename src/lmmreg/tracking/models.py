@@ -17,12 +17,31 @@ class _DropRecords(logging.Filter):
 
 # What MLflow says on every pyfunc model it logs that a user of this project cannot act on: the classifier is a
 # Python object by design (cloudpickled), its input is image paths or arrays (`list[Any]`), its requirements are
-# pinned explicitly (the pip version does not matter), and the signature comes from the input example.
+# pinned explicitly (the pip version does not matter), the signature comes from the input example, and in a uv
+# project (this one) MLflow copies uv.lock and pyproject.toml into the model's artifacts, three lines per model.
 _MODEL_NOISE = {
     "mlflow.pyfunc": ("Passing a Python object as `python_model` causes it to be serialized using CloudPickle",),
     "mlflow.utils.environment": ("Failed to resolve installed pip version",),
     "mlflow.models.signature": ("Running the predict function to generate output based on input example",),
+    "mlflow.utils.uv_utils": ("Detected uv project", "Copied uv.lock to model artifacts",
+                              "Copied pyproject.toml to model artifacts"),
 }
+
+# What MLflow says when it creates a SQLite store's tables; init_store says which store and experiment instead.
+STORE_NOISE = {"mlflow.store.db.utils": ("Creating initial MLflow database tables", "Updating database tables")}
+
+
+@contextlib.contextmanager
+def drop_records(noise: dict[str, tuple[str, ...]]):
+    """Drop exactly the records of `noise` (logger name -> message prefixes) while the block runs."""
+    loggers = [(logging.getLogger(name), _DropRecords(msgs)) for name, msgs in noise.items()]
+    for lg, flt in loggers:
+        lg.addFilter(flt)
+    try:
+        yield
+    finally:
+        for lg, flt in loggers:
+            lg.removeFilter(flt)
 
 
 @contextlib.contextmanager
@@ -31,9 +50,6 @@ def quiet_model_logging():
     logged; every other warning passes."""
     import warnings
 
-    loggers = {name: (logging.getLogger(name), _DropRecords(msgs)) for name, msgs in _MODEL_NOISE.items()}
-    for lg, flt in loggers.values():
-        lg.addFilter(flt)
     # MLflow wraps its type-hint checks in its own `simplefilter("once")`, which outranks a filter set here; so the
     # one warning is dropped where it would be shown, for the duration of the block only.
     shown = warnings.showwarning
@@ -44,11 +60,10 @@ def quiet_model_logging():
 
     warnings.showwarning = show
     try:
-        yield
+        with drop_records(_MODEL_NOISE):
+            yield
     finally:
         warnings.showwarning = shown
-        for lg, flt in loggers.values():
-            lg.removeFilter(flt)
 
 
 def model_requirements() -> list[str]:

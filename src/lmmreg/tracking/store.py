@@ -20,6 +20,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from lmmreg.tracking.models import STORE_NOISE, drop_records
+
 # MLflow otherwise resolves its telemetry host at import: nothing here may need the network.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 if not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty()):  # in a log, no bar per artifact download
@@ -105,7 +107,7 @@ def init_store(name: str = EXPERIMENT) -> str:
     uri = tracking_uri()
     check_reachable(uri)
     lock = FileLock(str(root / ".mlflow.lock")) if uri.startswith("sqlite:") else None
-    with lock if lock is not None else contextlib.nullcontext():
+    with lock if lock is not None else contextlib.nullcontext(), drop_records(STORE_NOISE):
         client = _client()
         exp = client.get_experiment_by_name(name)
         if exp is not None:
