@@ -27,10 +27,6 @@ _MODEL_NOISE = {
                               "Copied pyproject.toml to model artifacts"),
 }
 
-# What MLflow says when it creates a SQLite store's tables; init_store says which store and experiment instead.
-STORE_NOISE = {"mlflow.store.db.utils": ("Creating initial MLflow database tables", "Updating database tables")}
-
-
 @contextlib.contextmanager
 def drop_records(noise: dict[str, tuple[str, ...]]):
     """Drop exactly the records of `noise` (logger name -> message prefixes) while the block runs."""

@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from lmmreg.tracking.models import STORE_NOISE, drop_records
+from lmmreg.tracking.models import drop_records
 
 # MLflow otherwise resolves its telemetry host at import: nothing here may need the network.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -93,6 +93,11 @@ def check_reachable(uri: str | None = None, *, timeout_s: float = PROBE_TIMEOUT_
                          f"point MLFLOW_TRACKING_URI (or {URI_FILE}) at a store that answers; nothing computed is "
                          f"lost: DVC keeps the finished stages, re-run `dvc repro`") from None
     _reachable.add(uri)
+
+
+# What MLflow says when it creates a SQLite store's tables; `python -m lmmreg.tracking init` names the store and
+# experiment instead.
+STORE_NOISE = {"mlflow.store.db.utils": ("Creating initial MLflow database tables", "Updating database tables")}
 
 
 def init_store(name: str = EXPERIMENT) -> str:
