@@ -53,3 +53,34 @@ def test_a_plan_for_other_code_is_refused_by_name(tmp_path):
     path.write_text(json.dumps({k: v for k, v in good.items() if k != "code"}))  # a plan from before the digest
     with pytest.raises(ValueError, match="planned for other code"):
         plan.load_plan(path, dataset="demo", method="lmm_reg")
+
+
+def test_a_train_stage_checks_the_plans_own_file_list_without_walking_the_imports(tmp_path, monkeypatch):
+    """load_plan re-hashes the files the plan lists (no import-graph walk): an edit to any of them, or one gone,
+    refuses the plan, naming it; the digest of the list is code_digest's own."""
+    shutil.copytree(REPO / "src/lmmreg", tmp_path / "lmmreg", ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(plan, "SRC", tmp_path)
+    plan.code_digest.cache_clear()
+    try:
+        code = plan.code_digest()
+        assert plan.files_digest(code["files"]) == code["sha256"]
+        path = tmp_path / "lmm_reg.json"
+        path.write_text(json.dumps({"format": plan.PLAN_FORMAT, "dataset": "demo", "method": "lmm_reg", "code": code}))
+
+        def no_walk(*a, **k):
+            raise AssertionError("load_plan walked the import graph")
+
+        monkeypatch.setattr(plan, "source_files", no_walk)
+        assert plan.load_plan(path, dataset="demo", method="lmm_reg")["code"] == code
+        losses = tmp_path / "lmmreg/losses.py"
+        original = losses.read_text()
+        losses.write_text(original + "\n# a training change\n")
+        with pytest.raises(ValueError, match=rf"{path}: planned for other code"):
+            plan.load_plan(path, dataset="demo", method="lmm_reg")
+        losses.write_text(original)
+        assert plan.load_plan(path, dataset="demo", method="lmm_reg")
+        (tmp_path / "lmmreg/engine.py").unlink()
+        with pytest.raises(ValueError, match=rf"{path}: planned for other code"):
+            plan.load_plan(path, dataset="demo", method="lmm_reg")
+    finally:
+        plan.code_digest.cache_clear()
