@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -160,3 +161,27 @@ def test_store_lock_and_torn_line(tmp_path):
     path.write_text('{"no_key": 1}\n')
     with pytest.raises(ValueError, match=r"store.jsonl:1: not a store record"):
         DescriptionStore(path)
+
+
+def test_store_records_are_readable_at_once_and_fsynced_a_second_apart_and_on_close(tmp_path, monkeypatch):
+    """A record is flushed as it is written (another reader sees it before the next); fsync comes with the first
+    record, then with the first one a second or more after the last fsync, and on close."""
+    from lmmreg.describe import store as store_mod
+
+    clock = [100.0]
+    synced: list[float] = []
+    monkeypatch.setattr(store_mod.time, "monotonic", lambda: clock[0])
+    real_fsync = os.fsync
+    monkeypatch.setattr(store_mod.os, "fsync", lambda fd: (synced.append(clock[0]), real_fsync(fd)))
+    path = tmp_path / "store.jsonl"
+    st = DescriptionStore(path)
+    for i, t in enumerate([100.0, 100.2, 100.9, 101.0, 101.1, 101.5, 102.4]):
+        clock[0] = t
+        st.add({"key": f"k{i}:s", "setting": "s"})
+        assert [r["key"] for r in load_store_records(path)] == [f"k{j}:s" for j in range(i + 1)]
+    assert synced == [100.0, 101.0, 102.4]
+    clock[0] = 102.5
+    st.close()
+    assert synced == [100.0, 101.0, 102.4, 102.5]
+    st.close()  # closing twice is harmless
+    assert len(synced) == 4

@@ -1,7 +1,7 @@
 """Describe a dataset with one backend into the store: what is left to do, sharding, the loop, the summary.
 
-The loop stores each answer the moment the backend returns it (the store fsyncs every record), so a
-kill loses only the images in flight and a re-run with the same setting picks up where it stopped.
+The loop stores each answer the moment the backend returns it (lmmreg.describe.store says when it is fsync'ed),
+so a kill loses only the images in flight and a re-run with the same setting picks up where it stopped.
 """
 
 from __future__ import annotations
