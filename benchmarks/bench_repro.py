@@ -187,7 +187,9 @@ def main() -> None:
                                capture_output=True)
             seen = log_sizes(repo / ".dvc/tmp/exps/celery")
             t, t_wall = time.perf_counter(), time.time()
-            subprocess.run(["dvc", "queue", "start", "-j", "2"], cwd=repo, env=env, check=True, capture_output=True)
+            # not into a pipe: the workers keep it open, so capturing would wait for the last one (bench_study)
+            subprocess.run(["dvc", "queue", "start", "-j", "2"], cwd=repo, env=env, check=True,
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             wait_for_queue(repo, env, expected=4, since=seen)
             # The sweep ends when the workers' last experiment does (their logs), not when a poll notices it.
             tasks = worker_tasks(repo / ".dvc/tmp/exps/celery", since=seen)

@@ -31,6 +31,7 @@ import platform
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -172,6 +173,23 @@ def queue_points(commands: list[list[str]]) -> list[str]:
     return names
 
 
+def start_workers(jobs: int, env: dict, root: Path = ROOT) -> None:
+    """`dvc queue start -j jobs`, returning as soon as it has started the workers.
+
+    Its output goes to a file, never a pipe: the workers it forks keep its stdout and stderr open, so a pipe
+    (`capture_output=True`) reaches its end only when the last worker exits, and `subprocess.run` waited that long.
+    Before this, `make study` queued its first two points, then sat in `dvc queue start` until both workers had
+    run them and stopped on the empty queue (3.5 min), queued the other 50 with no worker running, and restarted
+    them: 85 and 47 s of the two workers' time idle (the 31f58ff and 5f556c8 runs, their celery logs)."""
+    with tempfile.TemporaryFile() as out:
+        res = subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], cwd=root, env=env, stdin=subprocess.DEVNULL,
+                             stdout=out, stderr=subprocess.STDOUT)
+        if res.returncode != 0:
+            out.seek(0)
+            raise SystemExit(f"dvc queue start -j {jobs} failed (exit {res.returncode}):\n"
+                             f"{out.read().decode(errors='replace')[-2000:]}")
+
+
 def queued(points: list[dict], labels: list[str], command, env: dict, jobs: int) -> list[tuple[str, list[str], float]]:
     """Queue every point (`dvc exp run --queue`, all from this process) and run the queue at `-j jobs`; the
     workers' tasks' seconds come from their logs (bench_repro.worker_tasks), which do not name the points.
@@ -183,14 +201,13 @@ def queued(points: list[dict], labels: list[str], command, env: dict, jobs: int)
     t0 = time.perf_counter()  # the queueing counts: `make study` waits for it too
     celery = ROOT / ".dvc/tmp/exps/celery"
     seen = log_sizes(celery)  # an earlier queue's tasks are not this study's
-    start = ["dvc", "queue", "start", "-j", str(jobs)]
     commands = [command(p) for p in points]
     names = queue_points(commands[:jobs])
-    subprocess.run(start, cwd=ROOT, env=env, check=True, capture_output=True)
+    start_workers(jobs, env)
     names += queue_points(commands[jobs:])
     print(f"queued {len(names)} points in {time.perf_counter() - t0:.0f} s (the workers started after {jobs})",
           flush=True)
-    subprocess.run(start, cwd=ROOT, env=env, check=True, capture_output=True)
+    start_workers(jobs, env)
     wait_for_queue(ROOT, env, expected=len(names), since=seen)
     queue_wall[0] = time.perf_counter() - t0
     print(f"queueing and running {len(names)} points at -j {jobs}: {queue_wall[0]:.0f} s", flush=True)

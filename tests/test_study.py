@@ -188,6 +188,32 @@ def test_the_queue_runs_the_costliest_points_first_and_after_what_they_reuse():
                                                                                 sort_keys=True)] == 1
 
 
+
+def test_starting_the_queue_does_not_wait_for_the_workers(tmp_path, monkeypatch):
+    """bench_study.start_workers returns once `dvc queue start` has, although the workers it leaves behind keep its
+    stdout and stderr open (as DVC's daemonised workers do): a stand-in `dvc` that forks a 30-s sleeper holding them.
+    A failing start names its output."""
+    import importlib.util
+    import os
+    import time
+
+    from tests.conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("bench_study", REPO / "benchmarks/bench_study.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    fake = tmp_path / "bin" / "dvc"
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\necho "starting $*"\nsleep 30 &\n[ "$3" = "-j" ] && [ "$4" = "9" ] && exit 3\nexit 0\n')
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake.parent}{os.pathsep}{os.environ['PATH']}"}
+    t = time.monotonic()
+    bench.start_workers(2, env, root=tmp_path)
+    assert time.monotonic() - t < 10  # through a pipe it would wait out the 30-s sleeper
+    with pytest.raises(SystemExit, match=r"dvc queue start -j 9 failed \(exit 3\):\nstarting queue start -j 9"):
+        bench.start_workers(9, env, root=tmp_path)
+
+
 # ------------------------------------------------ a method's runs at every point where its configuration is theirs
 
 def test_at_point_inverts_study_point(params):
