@@ -87,25 +87,45 @@ def worker_tasks(celery: Path, since: dict[Path, int] | None = None) -> list[tup
 
 
 TASK_END = re.compile(r"Task \S*run_exp\[[^\]]*\] (?:succeeded|raised)")
+WORKER_END = re.compile(r"INFO/MainProcess\] done$", re.M)  # a worker's last line, however it stopped
+
+
+def unclaimed_tasks(celery: Path) -> int:
+    """Queued experiments no worker has taken yet: the task messages (not the workers' control messages) in the
+    queue's filesystem broker."""
+    inbox = celery / "broker/in"
+    return sum(1 for f in inbox.iterdir() if ".pidbox." not in f.name) if inbox.is_dir() else 0
 
 
 def wait_for_queue(repo: Path, env: dict, *, expected: int | None = None, since: dict[Path, int] | None = None,
-                   check_s: float = 120.0) -> str:
+                   check_s: float = 120.0, restart=None) -> str:
     """Block until `dvc queue status` shows nothing queued or running; returns that status.
 
     Each `dvc queue status` is a DVC process, about a second of CPU taken from the workers sharing the cores. So
     with `expected` (the number of tasks queued) the workers' logs are read every 2 s instead (file reads only),
     and DVC is asked once they show that many tasks ended (or every `check_s` seconds, in case a task ended
-    without a line); without it, DVC is asked every 10 s."""
+    without a line); without it, DVC is asked every 10 s.
+
+    With `restart` (and `expected`), a worker that stops while tasks wait unclaimed is replaced by calling it:
+    DVC's workers can die on a torn message of their filesystem broker ("Unrecoverable error: JSONDecodeError",
+    treeverse/dvc#10428), which left one worker to run the last 6 points of a `make study` alone (2.7 min)."""
     celery = repo / ".dvc/tmp/exps/celery"
     asked = time.monotonic()
+    stopped = 0
     while True:
         if expected is None:
             time.sleep(10)
         else:
             time.sleep(2)
-            ended = sum(len(TASK_END.findall(log.read_text(errors="replace")[(since or {}).get(log, 0):]))
-                        for log in celery.glob("*.out"))
+            logs = [log.read_text(errors="replace")[(since or {}).get(log, 0):] for log in celery.glob("*.out")]
+            ended = sum(len(TASK_END.findall(text)) for text in logs)
+            if restart is not None:
+                now = sum(len(WORKER_END.findall(text)) for text in logs)
+                if now > stopped and ended < expected and unclaimed_tasks(celery):
+                    print(f"a queue worker stopped with {unclaimed_tasks(celery)} task(s) unclaimed: restarting it",
+                          flush=True)
+                    restart()
+                stopped = now
             if ended < expected and time.monotonic() - asked < check_s:
                 continue
         asked = time.monotonic()

@@ -208,7 +208,7 @@ def queued(points: list[dict], labels: list[str], command, env: dict, jobs: int)
     print(f"queued {len(names)} points in {time.perf_counter() - t0:.0f} s (the workers started after {jobs})",
           flush=True)
     start_workers(jobs, env)
-    wait_for_queue(ROOT, env, expected=len(names), since=seen)
+    wait_for_queue(ROOT, env, expected=len(names), since=seen, restart=lambda: start_workers(jobs, env))
     queue_wall[0] = time.perf_counter() - t0
     print(f"queueing and running {len(names)} points at -j {jobs}: {queue_wall[0]:.0f} s", flush=True)
     task_seconds[:] = [seconds for _, seconds in worker_tasks(celery, since=seen)]

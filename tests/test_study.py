@@ -214,6 +214,48 @@ def test_starting_the_queue_does_not_wait_for_the_workers(tmp_path, monkeypatch)
         bench.start_workers(9, env, root=tmp_path)
 
 
+
+@pytest.mark.parametrize("unclaimed", [2, 0])
+def test_a_worker_that_stops_with_tasks_unclaimed_is_restarted(tmp_path, monkeypatch, unclaimed):
+    """bench_repro.wait_for_queue(restart=...): a worker log's last line ("done") while task messages wait in the
+    broker calls `restart` once; with none waiting (the queue is just draining) it does not."""
+    import importlib.util
+    import types
+
+    from tests.conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("bench_repro", REPO / "benchmarks/bench_repro.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    celery = tmp_path / ".dvc/tmp/exps/celery"
+    (celery / "broker/in").mkdir(parents=True)
+    (celery / "broker/in/1_a.dvc-exp-1@localhost.celery.pidbox.msg").write_text("{}")
+    for i in range(unclaimed):
+        (celery / f"broker/in/{i}_task.celery.msg").write_text("{}")
+    logs = [celery / "dvc-exp-worker-1.out", celery / "dvc-exp-worker-2.out"]
+    for log in logs:
+        log.write_text("[2026-12-06 21:54:11,185: INFO/MainProcess] ready.\n")
+    end = ("[2026-12-06 22:17:53,269: INFO/MainProcess] Task dvc.repo.experiments.queue.tasks.run_exp[d059] "
+           "succeeded in 4.0s: None\n")
+    crash = ("[2026-12-06 22:17:59,556: CRITICAL/MainProcess] Unrecoverable error: JSONDecodeError\n"
+             "[2026-12-06 22:18:18,798: INFO/MainProcess] done\n")
+
+    def append(log, text):
+        return lambda: log.write_text(log.read_text() + text)
+
+    def drain():
+        for f in (celery / "broker/in").glob("*_task.celery.msg"):
+            f.unlink()
+        append(logs[1], end * 2)()
+
+    steps = [append(logs[0], end), append(logs[0], crash), lambda: None, drain]
+    monkeypatch.setattr(bench.time, "sleep", lambda s: steps.pop(0)())
+    monkeypatch.setattr(bench.subprocess, "run", lambda *a, **k: types.SimpleNamespace(stdout="abc  Success\n"))
+    restarts = []
+    assert "Success" in bench.wait_for_queue(tmp_path, {}, expected=3, restart=lambda: restarts.append(1))
+    assert restarts == ([1] if unclaimed else []) and not steps
+
+
 # ------------------------------------------------ a method's runs at every point where its configuration is theirs
 
 def test_at_point_inverts_study_point(params):
