@@ -56,8 +56,8 @@ bench-repro: setup
 	python benchmarks/bench_repro.py
 
 # Every point of configs/study.yaml as a queued DVC experiment, STUDY_JOBS at a time (they share the cores), then the
-# report (its regime study section and reports/study/). Measured on 2 cores after make repro: 24.9-25.7 min queued
-# at 2 for 52 points and 17 methods, three clean runs (reports/bench_study.md);
+# report (its regime study section and reports/study/). Measured on 2 cores after make repro: 24.5 min queued at 2
+# for 52 points and 17 methods (the code before it: 27.5 min the same session; reports/bench_study.md);
 # STUDY_JOBS=1 runs one `dvc exp run` after another (43.9 min for the 36-point grid of an earlier round).
 STUDY_JOBS ?= 2
 study: setup
