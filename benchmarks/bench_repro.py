@@ -27,6 +27,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -86,6 +87,23 @@ def worker_tasks(celery: Path, since: dict[Path, int] | None = None) -> list[tup
     return sorted(tasks)
 
 
+def start_workers(jobs: int, env: dict, root: Path) -> None:
+    """`dvc queue start -j jobs`, returning as soon as it has started the workers.
+
+    Its output goes to a file, never a pipe: the workers it forks keep its stdout and stderr open, so a pipe
+    (`capture_output=True`) reaches its end only when the last worker exits, and `subprocess.run` waited that long.
+    Before this, `make study` (bench_study) queued its first two points, then sat in `dvc queue start` until both
+    workers had run them and stopped on the empty queue (3.5 min), queued the other 50 with no worker running, and
+    restarted them: 85 and 47 s of the two workers' time idle (the 31f58ff and 5f556c8 runs, their celery logs)."""
+    with tempfile.TemporaryFile() as out:
+        res = subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], cwd=root, env=env, stdin=subprocess.DEVNULL,
+                             stdout=out, stderr=subprocess.STDOUT)
+        if res.returncode != 0:
+            out.seek(0)
+            raise SystemExit(f"dvc queue start -j {jobs} failed (exit {res.returncode}):\n"
+                             f"{out.read().decode(errors='replace')[-2000:]}")
+
+
 TASK_END = re.compile(r"Task \S*run_exp\[[^\]]*\] (?:succeeded|raised)")
 WORKER_END = re.compile(r"INFO/MainProcess\] done$", re.M)  # a worker's last line, however it stopped
 
@@ -121,9 +139,9 @@ def wait_for_queue(repo: Path, env: dict, *, expected: int | None = None, since:
             ended = sum(len(TASK_END.findall(text)) for text in logs)
             if restart is not None:
                 now = sum(len(WORKER_END.findall(text)) for text in logs)
-                if now > stopped and ended < expected and unclaimed_tasks(celery):
-                    print(f"a queue worker stopped with {unclaimed_tasks(celery)} task(s) unclaimed: restarting it",
-                          flush=True)
+                waiting = unclaimed_tasks(celery) if now > stopped and ended < expected else 0
+                if waiting:
+                    print(f"a queue worker stopped with {waiting} task(s) unclaimed: restarting it", flush=True)
                     restart()
                 stopped = now
             if ended < expected and time.monotonic() - asked < check_s:
@@ -207,9 +225,7 @@ def main() -> None:
                                capture_output=True)
             seen = log_sizes(repo / ".dvc/tmp/exps/celery")
             t, t_wall = time.perf_counter(), time.time()
-            # not into a pipe: the workers keep it open, so capturing would wait for the last one (bench_study)
-            subprocess.run(["dvc", "queue", "start", "-j", "2"], cwd=repo, env=env, check=True,
-                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            start_workers(2, env, repo)
             wait_for_queue(repo, env, expected=4, since=seen)
             # The sweep ends when the workers' last experiment does (their logs), not when a poll notices it.
             tasks = worker_tasks(repo / ".dvc/tmp/exps/celery", since=seen)

@@ -31,7 +31,6 @@ import platform
 import re
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -39,7 +38,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from bench_repro import log_sizes, wait_for_queue, worker_tasks  # noqa: E402
+from bench_repro import log_sizes, start_workers, wait_for_queue, worker_tasks  # noqa: E402
 
 
 def _get(raw: dict, key: str):
@@ -173,23 +172,6 @@ def queue_points(commands: list[list[str]]) -> list[str]:
     return names
 
 
-def start_workers(jobs: int, env: dict, root: Path = ROOT) -> None:
-    """`dvc queue start -j jobs`, returning as soon as it has started the workers.
-
-    Its output goes to a file, never a pipe: the workers it forks keep its stdout and stderr open, so a pipe
-    (`capture_output=True`) reaches its end only when the last worker exits, and `subprocess.run` waited that long.
-    Before this, `make study` queued its first two points, then sat in `dvc queue start` until both workers had
-    run them and stopped on the empty queue (3.5 min), queued the other 50 with no worker running, and restarted
-    them: 85 and 47 s of the two workers' time idle (the 31f58ff and 5f556c8 runs, their celery logs)."""
-    with tempfile.TemporaryFile() as out:
-        res = subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], cwd=root, env=env, stdin=subprocess.DEVNULL,
-                             stdout=out, stderr=subprocess.STDOUT)
-        if res.returncode != 0:
-            out.seek(0)
-            raise SystemExit(f"dvc queue start -j {jobs} failed (exit {res.returncode}):\n"
-                             f"{out.read().decode(errors='replace')[-2000:]}")
-
-
 def queued(points: list[dict], labels: list[str], command, env: dict, jobs: int) -> list[tuple[str, list[str], float]]:
     """Queue every point (`dvc exp run --queue`, all from this process) and run the queue at `-j jobs`; the
     workers' tasks' seconds come from their logs (bench_repro.worker_tasks), which do not name the points.
@@ -203,12 +185,12 @@ def queued(points: list[dict], labels: list[str], command, env: dict, jobs: int)
     seen = log_sizes(celery)  # an earlier queue's tasks are not this study's
     commands = [command(p) for p in points]
     names = queue_points(commands[:jobs])
-    start_workers(jobs, env)
+    start_workers(jobs, env, ROOT)
     names += queue_points(commands[jobs:])
     print(f"queued {len(names)} points in {time.perf_counter() - t0:.0f} s (the workers started after {jobs})",
           flush=True)
-    start_workers(jobs, env)
-    wait_for_queue(ROOT, env, expected=len(names), since=seen, restart=lambda: start_workers(jobs, env))
+    start_workers(jobs, env, ROOT)
+    wait_for_queue(ROOT, env, expected=len(names), since=seen, restart=lambda: start_workers(jobs, env, ROOT))
     queue_wall[0] = time.perf_counter() - t0
     print(f"queueing and running {len(names)} points at -j {jobs}: {queue_wall[0]:.0f} s", flush=True)
     task_seconds[:] = [seconds for _, seconds in worker_tasks(celery, since=seen)]

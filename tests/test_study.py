@@ -188,18 +188,17 @@ def test_the_queue_runs_the_costliest_points_first_and_after_what_they_reuse():
                                                                                 sort_keys=True)] == 1
 
 
-
 def test_starting_the_queue_does_not_wait_for_the_workers(tmp_path, monkeypatch):
-    """bench_study.start_workers returns once `dvc queue start` has, although the workers it leaves behind keep its
-    stdout and stderr open (as DVC's daemonised workers do): a stand-in `dvc` that forks a 30-s sleeper holding them.
-    A failing start names its output."""
+    """bench_repro.start_workers (make study's and the sweep's) returns once `dvc queue start` has, although the
+    workers it leaves behind keep its stdout and stderr open (as DVC's daemonised workers do): a stand-in `dvc` that
+    forks a 30-s sleeper holding them. A failing start names its output."""
     import importlib.util
     import os
     import time
 
     from tests.conftest import REPO
 
-    spec = importlib.util.spec_from_file_location("bench_study", REPO / "benchmarks/bench_study.py")
+    spec = importlib.util.spec_from_file_location("bench_repro", REPO / "benchmarks/bench_repro.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     fake = tmp_path / "bin" / "dvc"
@@ -208,11 +207,10 @@ def test_starting_the_queue_does_not_wait_for_the_workers(tmp_path, monkeypatch)
     fake.chmod(0o755)
     env = {**os.environ, "PATH": f"{fake.parent}{os.pathsep}{os.environ['PATH']}"}
     t = time.monotonic()
-    bench.start_workers(2, env, root=tmp_path)
+    bench.start_workers(2, env, tmp_path)
     assert time.monotonic() - t < 10  # through a pipe it would wait out the 30-s sleeper
     with pytest.raises(SystemExit, match=r"dvc queue start -j 9 failed \(exit 3\):\nstarting queue start -j 9"):
-        bench.start_workers(9, env, root=tmp_path)
-
+        bench.start_workers(9, env, tmp_path)
 
 
 @pytest.mark.parametrize("unclaimed", [2, 0])
